@@ -1,0 +1,36 @@
+# ironlb: `make test` runs every test tier; .ci/run calls exactly that.
+SHELL := /bin/bash
+GO ?= go
+# Seconds each fuzz target runs in `make test`; the seeds always run as tests.
+FUZZTIME ?= 10s
+
+.PHONY: all build test lint unit fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./controller/cmd/controller
+
+test: lint unit fuzz
+
+# gofmt and go vet must be clean.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Tier 1: pure packages and binaries, with the race detector.
+unit:
+	$(GO) test -race -count=1 ./...
+
+# A short run of every fuzz target on top of its seeds.
+fuzz:
+	$(GO) test ./ipam -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzFromFile$$' -fuzztime $(FUZZTIME)
+
+# Allocator benchmark: ns/alloc and B/alloc at n=1000 and n=60000.
+bench:
+	$(GO) test ./ipam -run '^$$' -bench 'Allocate|Holders' -benchmem -count 5
+
+clean:
+	rm -rf bin
