@@ -3,15 +3,17 @@ SHELL := /bin/bash
 GO ?= go
 # Seconds each fuzz target runs in `make test`; the seeds always run as tests.
 FUZZTIME ?= 10s
+# Services for `make bench-controller`.
+N ?= 5000
 
-.PHONY: all build test lint unit fuzz bench clean
+.PHONY: all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
 build:
 	$(GO) build -o bin/ ./controller/cmd/controller
 
-test: lint unit fuzz
+test: lint unit fuzz integration
 
 # gofmt and go vet must be clean.
 lint:
@@ -27,10 +29,21 @@ fuzz:
 	$(GO) test ./ipam -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzFromFile$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./controller -run '^$$' -fuzz '^FuzzParseIPs$$' -fuzztime $(FUZZTIME)
+
+# Tier 2: against a real etcd + kube-apiserver (built once into .cache/,
+# which takes a few minutes on a fresh machine).
+integration:
+	bash hack/control-plane.sh build
+	$(GO) test -tags integration -count=1 -timeout 20m ./...
 
 # Allocator benchmark: ns/alloc and B/alloc at n=1000 and n=60000.
 bench:
 	$(GO) test ./ipam -run '^$$' -bench 'Allocate|Holders' -benchmem -count 5
+
+# Controller convergence and restart on a fresh control plane (N=5000).
+bench-controller:
+	bash hack/bench-controller.sh $(N)
 
 clean:
 	rm -rf bin

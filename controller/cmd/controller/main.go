@@ -6,13 +6,29 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
 	"github.com/ironlb/ironlb/config"
+	"github.com/ironlb/ironlb/controller"
 )
 
 func main() {
@@ -23,15 +39,149 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	checkConfig := fs.String("check-config", "", "validate FILE (a ConfigMap manifest or bare config text, - for stdin), print one line per pool, and exit 0 if valid or 1 with every problem")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	namespace := fs.String("namespace", api.DefaultNamespace, "namespace of the address-pool ConfigMap, the memberlist Secret and the leader-election Lease")
+	configName := fs.String("config-name", api.DefaultConfigName, "name of the address-pool ConfigMap")
+	lbClass := fs.String("lb-class", "", "handle only Services with this spec.loadBalancerClass; when empty, only Services without a class")
+	workers := fs.Int("workers", 16, "Services reconciled in parallel")
+	qps := fs.Float64("kube-api-qps", 500, "API requests per second (client-go's default of 5 would queue thousands of Services for minutes)")
+	burst := fs.Int("kube-api-burst", 1000, "API request burst")
+	metricsAddr := fs.String("metrics-addr", ":7472", "address for /metrics; empty disables")
+	healthAddr := fs.String("health-addr", ":7473", "address for /healthz and /readyz; empty disables")
+	leaderElect := fs.Bool("leader-elect", true, "elect a leader through a Lease so that only one replica allocates")
+	leaseName := fs.String("lease-name", "ironlb-controller", "name of the leader-election Lease")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	fs.Var(klogFlag{klogFlags, "v"}, "v", "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *checkConfig != "" {
 		return check(*checkConfig, stdout, stderr)
 	}
-	fmt.Fprintln(stderr, "controller: the allocation loop is not built yet; only --check-config FILE is available")
-	return 2
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	logger := klog.Background().WithName("controller")
+	ctx = klog.NewContext(ctx, logger)
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		logger.Error(err, "Cannot build the API client config")
+		return 1
+	}
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	cfg.UserAgent = "ironlb-controller"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		logger.Error(err, "Cannot build the API client")
+		return 1
+	}
+	identity, _ := os.Hostname()
+	identity += "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	c := controller.New(client, controller.Options{
+		Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass,
+		Workers: *workers, Instance: identity,
+	})
+	serve(ctx, *metricsAddr, "/metrics", promhttp.HandlerFor(c.Metrics().Registry, promhttp.HandlerOpts{}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// A standby replica is ready: it is healthy and waiting its turn.
+		if *leaderElect && !c.Leading() {
+			fmt.Fprintln(w, "ok (standby)")
+			return
+		}
+		if !c.Ready() {
+			http.Error(w, "waiting for caches and the address-pool config", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	serve(ctx, *healthAddr, "/", mux)
+
+	lead := func(ctx context.Context) {
+		if created, err := controller.EnsureMemberlistSecret(ctx, client, *namespace); err != nil {
+			logger.Error(err, "Cannot ensure the memberlist Secret; speakers cannot encrypt membership until it exists")
+		} else if created {
+			logger.Info("Created the memberlist Secret", "secret", klog.KRef(*namespace, api.MemberlistSecret))
+		}
+		if err := c.Run(ctx); err != nil {
+			logger.Error(err, "Controller stopped")
+		}
+	}
+	if !*leaderElect {
+		c.SetLeading(true)
+		lead(ctx)
+		return 0
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: *namespace, Name: *leaseName},
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	}
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   15 * time.Second,
+		RenewDeadline:   10 * time.Second,
+		RetryPeriod:     2 * time.Second,
+		ReleaseOnCancel: true,
+		Name:            *leaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				logger.Info("Leading", "identity", identity)
+				c.SetLeading(true)
+				lead(ctx)
+			},
+			OnStoppedLeading: func() {
+				// The allocator's view is only valid while leading; a fresh
+				// process restores it from the API when it leads again.
+				if ctx.Err() == nil {
+					logger.Info("Lost the lease; exiting so a restart starts clean")
+					os.Exit(1)
+				}
+			},
+		},
+	})
+	return 0
 }
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+// serve runs an HTTP server on addr until ctx ends; an empty addr disables it.
+func serve(ctx context.Context, addr, pattern string, h http.Handler) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle(pattern, h)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			klog.FromContext(ctx).Error(err, "HTTP server failed", "addr", addr)
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
+}
+
+// klogFlag exposes one klog flag in our flag set.
+type klogFlag struct {
+	fs   *flag.FlagSet
+	name string
+}
+
+func (f klogFlag) String() string {
+	if f.fs == nil {
+		return ""
+	}
+	return f.fs.Lookup(f.name).Value.String()
+}
+func (f klogFlag) Set(v string) error { return f.fs.Set(f.name, v) }
 
 // check validates a config file the way the controller would load it.
 func check(path string, stdout, stderr io.Writer) int {

@@ -1,0 +1,630 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/config"
+	"github.com/ironlb/ironlb/ipam"
+)
+
+// Options configure a Controller.
+type Options struct {
+	// Namespace and ConfigName locate the address-pool ConfigMap.
+	Namespace, ConfigName string
+	// LBClass, when set, is the only loadBalancerClass handled; when empty,
+	// only Services without a class are.
+	LBClass string
+	// Workers reconcile Services in parallel.
+	Workers int
+	// Instance names this replica in Events.
+	Instance string
+	Metrics  *Metrics
+}
+
+// configKey is the queue key for the ConfigMap. It cannot clash with a
+// Service key, which always contains a slash.
+const configKey = "config"
+
+var everything = labels.Everything()
+
+// errNoConfig makes a Service wait for the first config.
+var errNoConfig = errors.New("waiting for the address-pool ConfigMap")
+
+// Controller assigns addresses to Services.
+//
+// Workers run reconcile concurrently, for different keys; the workqueue
+// never hands one key to two workers. mu guards the allocator and the
+// fields below it, and is never held across an API call.
+type Controller struct {
+	opts      Options
+	client    kubernetes.Interface
+	factory   informers.SharedInformerFactory
+	cmFactory informers.SharedInformerFactory
+	services  corelisters.ServiceLister
+	configs   corelisters.ConfigMapLister
+	synced    []cache.InformerSynced
+	queue     workqueue.TypedRateLimitingInterface[string]
+	metrics   *Metrics
+
+	leading atomic.Bool
+
+	mu     sync.Mutex
+	alloc  *ipam.Allocator
+	cfg    *config.Config // last config taken; nil until one is
+	cfgRV  string         // resourceVersion of the ConfigMap last processed
+	paused bool           // the ConfigMap is gone: keep addresses, give none
+	// failed holds the current failure message of each Service waiting for
+	// an address, to retry them when addresses are freed or pools change.
+	failed map[string]string
+	// pinned holds addresses found in a Service's status that the current
+	// config does not cover. They stay in the status, untouched, until a
+	// config covers them again or the Service lets them go.
+	pinned map[string][]netip.Addr
+}
+
+// New builds a controller; Run starts it.
+func New(client kubernetes.Interface, opts Options) *Controller {
+	if opts.Workers <= 0 {
+		opts.Workers = 16
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	c := &Controller{
+		opts:    opts,
+		client:  client,
+		metrics: opts.Metrics,
+		alloc:   ipam.New(),
+		failed:  map[string]string{},
+		pinned:  map[string][]netip.Addr{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-controller"}),
+	}
+	// Services are many and large: drop managedFields from the cache, which
+	// the controller never reads.
+	c.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTransform(func(obj any) (any, error) {
+			if m, ok := obj.(metav1.ObjectMetaAccessor); ok {
+				m.GetObjectMeta().SetManagedFields(nil)
+			}
+			return obj, nil
+		}))
+	svcInf := c.factory.Core().V1().Services()
+	c.services = svcInf.Lister()
+	svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueueService,
+		UpdateFunc: func(_, obj any) { c.enqueueService(obj) },
+		DeleteFunc: c.enqueueService,
+	})
+	// Only the one ConfigMap is watched, not every ConfigMap of the cluster.
+	c.cmFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "metadata.name=" + opts.ConfigName
+		}))
+	cmInf := c.cmFactory.Core().V1().ConfigMaps()
+	c.configs = cmInf.Lister()
+	cmInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.queue.Add(configKey) },
+		UpdateFunc: func(any, any) { c.queue.Add(configKey) },
+		DeleteFunc: func(any) { c.queue.Add(configKey) },
+	})
+	c.synced = []cache.InformerSynced{svcInf.Informer().HasSynced, cmInf.Informer().HasSynced}
+	return c
+}
+
+func (c *Controller) enqueueService(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err == nil {
+		c.queue.Add(key)
+	}
+}
+
+// Run waits for the caches, loads the config and restores every existing
+// assignment in one pass, then reconciles until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	defer c.queue.ShutDown()
+	c.factory.Start(ctx.Done())
+	c.cmFactory.Start(ctx.Done())
+	defer c.factory.Shutdown()
+	defer c.cmFactory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("caches did not sync: %w", ctx.Err())
+	}
+	// The config sync restores assignments before any worker can allocate.
+	c.syncConfig(ctx)
+	logger.Info("Controller started", "workers", c.opts.Workers, "namespace", c.opts.Namespace, "config", c.opts.ConfigName, "lbClass", c.opts.LBClass)
+	var wg sync.WaitGroup
+	for range c.opts.Workers {
+		wg.Go(func() { wait.UntilWithContext(ctx, c.worker, time.Second) })
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// Ready reports whether the controller has loaded a config and restored
+// the existing assignments.
+func (c *Controller) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg != nil
+}
+
+// Metrics returns the controller's metrics.
+func (c *Controller) Metrics() *Metrics { return c.metrics }
+
+// SetLeading records whether this replica holds the lease.
+func (c *Controller) SetLeading(v bool) { c.leading.Store(v) }
+
+// Leading reports whether this replica holds the lease.
+func (c *Controller) Leading() bool { return c.leading.Load() }
+
+func (c *Controller) worker(ctx context.Context) {
+	for c.process(ctx) {
+	}
+}
+
+func (c *Controller) process(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	var err error
+	if key == configKey {
+		c.syncConfig(ctx)
+	} else {
+		err = c.reconcile(ctx, key)
+	}
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Reconcile failed; retrying", "service", key)
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+// syncConfig loads the ConfigMap. A config is taken whole or not at all:
+// an invalid one, or one that would take an address from a Service that
+// holds it, is refused and the last good config stays in force.
+func (c *Controller) syncConfig(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	cm, err := c.configs.ConfigMaps(c.opts.Namespace).Get(c.opts.ConfigName)
+	if apierrors.IsNotFound(err) {
+		c.mu.Lock()
+		c.paused, c.cfgRV = true, ""
+		c.mu.Unlock()
+		c.metrics.configState(false, true)
+		logger.Info("No address-pool ConfigMap: existing addresses are kept, new Services wait", "configmap", klog.KRef(c.opts.Namespace, c.opts.ConfigName))
+		return
+	}
+	if err != nil {
+		logger.Error(err, "Reading the ConfigMap from the cache")
+		return
+	}
+	c.mu.Lock()
+	if cm.ResourceVersion == c.cfgRV {
+		c.mu.Unlock()
+		return
+	}
+	c.cfgRV = cm.ResourceVersion
+	c.mu.Unlock()
+
+	text, ok := cm.Data[api.ConfigKey]
+	if !ok {
+		c.reject(ctx, cm, fmt.Sprintf("the ConfigMap has no data key %q; put the address-pool YAML under data.%s", api.ConfigKey, api.ConfigKey))
+		return
+	}
+	cfg, err := config.Parse([]byte(text))
+	if err != nil {
+		c.reject(ctx, cm, "invalid config, the last good config stays in force:\n"+err.Error())
+		return
+	}
+
+	c.mu.Lock()
+	first := c.cfg == nil
+	misfits, err := c.alloc.SetPools(cfg.IPAM())
+	if err != nil || len(misfits) > 0 {
+		c.mu.Unlock()
+		if err != nil {
+			c.reject(ctx, cm, err.Error())
+			return
+		}
+		lines := make([]string, len(misfits))
+		for i, m := range misfits {
+			lines[i] = m.String()
+		}
+		c.reject(ctx, cm, "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force:\n"+strings.Join(lines, "\n"))
+		return
+	}
+	c.cfg, c.paused = cfg, false
+	var restoreErrs []error
+	if first {
+		restoreErrs = c.restoreLocked()
+	} else {
+		c.repinLocked()
+	}
+	retry := c.retryKeysLocked(first)
+	c.mu.Unlock()
+
+	c.metrics.configState(true, false)
+	c.updatePoolMetrics()
+	for _, err := range restoreErrs {
+		logger.Info("Existing address not restored", "reason", err.Error())
+	}
+	logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
+	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, "Loaded "+strings.Join(cfg.Summary(), "; "))
+	for _, k := range retry {
+		c.queue.Add(k)
+	}
+}
+
+// restoreLocked records every address already in a Service's status in
+// one pass, before anything is allocated, so a restart changes nothing.
+func (c *Controller) restoreLocked() []error {
+	svcs, _ := c.services.List(everything)
+	var snap []ipam.Assignment
+	for _, svc := range svcs {
+		if !Ours(svc, c.opts.LBClass) {
+			continue
+		}
+		ips := IngressIPs(svc)
+		if len(ips) == 0 {
+			continue
+		}
+		req, err := NewRequest(svc)
+		if err != nil {
+			// A bad annotation must not cost the Service its address.
+			req = &Request{Service: ipam.Service{Key: svc.Namespace + "/" + svc.Name}}
+		}
+		snap = append(snap, ipam.Assignment{Service: req.Service, Addrs: ips})
+	}
+	errs := c.alloc.Restore(snap)
+	for _, err := range errs {
+		var re *ipam.RestoreError
+		if errors.As(err, &re) && !errors.Is(err, ipam.ErrInUse) {
+			// Outside the config: keep it in the status rather than take a
+			// working address away. In use by another Service: the loser
+			// gets a new address from reconcile.
+			c.pinned[re.Key] = append(c.pinned[re.Key], re.Addr)
+		}
+	}
+	return errs
+}
+
+// repinLocked retries pinned addresses after the pools changed.
+func (c *Controller) repinLocked() {
+	for key, addrs := range c.pinned {
+		svc, err := c.serviceByKey(key)
+		if err != nil {
+			delete(c.pinned, key)
+			continue
+		}
+		req, err := NewRequest(svc)
+		if err != nil {
+			req = &Request{Service: ipam.Service{Key: key}}
+		}
+		keep := addrs[:0]
+		for _, ip := range addrs {
+			if c.alloc.Assign(req.Service, ip, "") != nil {
+				keep = append(keep, ip)
+			}
+		}
+		if len(keep) == 0 {
+			delete(c.pinned, key)
+		} else {
+			c.pinned[key] = keep
+		}
+	}
+}
+
+// retryKeysLocked lists the Services to reconcile after a config change:
+// all of ours after the first load, else those waiting for an address.
+func (c *Controller) retryKeysLocked(all bool) []string {
+	if all {
+		svcs, _ := c.services.List(everything)
+		keys := make([]string, 0, len(svcs))
+		for _, s := range svcs {
+			if Ours(s, c.opts.LBClass) {
+				keys = append(keys, s.Namespace+"/"+s.Name)
+			}
+		}
+		return keys
+	}
+	keys := make([]string, 0, len(c.failed))
+	for k := range c.failed {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
+	ns, name, _ := strings.Cut(key, "/")
+	return c.services.Services(ns).Get(name)
+}
+
+func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, msg string) {
+	klog.FromContext(ctx).Error(nil, "Address-pool config rejected", "configmap", klog.KObj(cm), "problems", msg)
+	c.metrics.configState(c.Ready(), true)
+	c.event(ctx, configRef(cm), corev1.EventTypeWarning, api.EventConfigRejected, msg)
+}
+
+// reconcile brings one Service's addresses and status in line with its
+// spec. It returns an error only for failed API writes, which are retried
+// with backoff; allocation failures wait for addresses or pools to change.
+func (c *Controller) reconcile(ctx context.Context, key string) error {
+	logger := klog.FromContext(ctx).WithValues("service", key)
+	svc, err := c.serviceByKey(key)
+	if apierrors.IsNotFound(err) {
+		c.forget(key)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !Ours(svc, c.opts.LBClass) {
+		return c.disown(ctx, svc)
+	}
+	req, reqErr := NewRequest(svc)
+
+	c.mu.Lock()
+	var addrs []netip.Addr
+	var failure error
+	freed := false
+	switch {
+	case reqErr != nil:
+		// Keep what the Service holds; say what is wrong with the request.
+		failure = reqErr
+		addrs = append(c.alloc.Addrs(key), c.pinned[key]...)
+	case c.cfg == nil:
+		c.mu.Unlock()
+		return nil // Run re-enqueues every Service once a config loads.
+	default:
+		addrs, failure, freed = c.allocateLocked(req)
+	}
+	// Each distinct failure raises one Event, not one per retry.
+	report := false
+	if failure != nil {
+		prev, had := c.failed[key]
+		report = !had || prev != failure.Error()
+		c.failed[key] = failure.Error()
+	} else {
+		delete(c.failed, key)
+	}
+	c.mu.Unlock()
+	if freed {
+		c.retryFailed()
+	}
+
+	// Status lists addresses in the Service's family order; addresses kept
+	// despite a bad request fall back to IPv4 first.
+	fams := []ipam.Family{ipam.IPv4, ipam.IPv6}
+	if req != nil && len(req.Families) > 0 && req.Families[0] == ipam.IPv6 {
+		fams = []ipam.Family{ipam.IPv6, ipam.IPv4}
+	}
+	want := Ingress(addrs, fams)
+	if !SameIngress(svc.Status.LoadBalancer.Ingress, want) {
+		if err := c.patchStatus(ctx, svc, want); err != nil {
+			return err
+		}
+		c.updatePoolMetrics()
+		if len(want) > 0 {
+			c.event(ctx, serviceRef(svc), corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
+			logger.V(2).Info("Addresses assigned", "addresses", addrs)
+		}
+	}
+	if failure != nil {
+		c.metrics.failures.Inc()
+		if report {
+			logger.Info("Allocation failed", "reason", failure.Error())
+			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
+		}
+	}
+	return nil
+}
+
+// allocateLocked gives req one address per wanted family. A required
+// family that cannot be served fails the whole request, and addresses
+// taken for it in this pass are given back.
+func (c *Controller) allocateLocked(req *Request) (addrs []netip.Addr, failure error, freed bool) {
+	key := req.Service.Key
+	held := c.alloc.Addrs(key)
+	pinned := c.pinned[key]
+	var taken []netip.Addr
+	for i, f := range req.Families {
+		if slices.ContainsFunc(pinned, func(ip netip.Addr) bool { return ipam.FamilyOf(ip) == f }) {
+			continue
+		}
+		var ip netip.Addr
+		var err error
+		switch want, requested := req.IPs[f]; {
+		case requested:
+			ip, err = want, c.alloc.Assign(req.Service, want, req.Pool)
+		case c.paused:
+			if ip, err = heldIn(held, f); err == nil {
+				err = c.alloc.Assign(req.Service, ip, "")
+			}
+		default:
+			ip, err = c.alloc.Allocate(req.Service, f, req.Pool)
+		}
+		if err != nil {
+			if req.Required[i] {
+				failure = fmt.Errorf("%s address: %w", f, err)
+				break
+			}
+			continue
+		}
+		if !slices.Contains(held, ip) {
+			taken = append(taken, ip)
+		}
+	}
+	if failure != nil {
+		for _, ip := range taken {
+			c.alloc.ReleaseAddr(key, ip)
+		}
+	} else {
+		// Families the Service no longer wants.
+		for _, ip := range c.alloc.Addrs(key) {
+			if !slices.Contains(req.Families, ipam.FamilyOf(ip)) {
+				c.alloc.ReleaseAddr(key, ip)
+			}
+		}
+	}
+	now := c.alloc.Addrs(key)
+	for _, ip := range held {
+		if !slices.Contains(now, ip) {
+			freed = true
+		}
+	}
+	c.metrics.allocations.Add(float64(len(taken)))
+	return append(now, pinned...), failure, freed
+}
+
+func heldIn(held []netip.Addr, f ipam.Family) (netip.Addr, error) {
+	for _, ip := range held {
+		if ipam.FamilyOf(ip) == f {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, errNoConfig
+}
+
+// forget releases a deleted Service's addresses.
+func (c *Controller) forget(key string) {
+	c.mu.Lock()
+	freed := len(c.alloc.Release(key)) > 0
+	delete(c.failed, key)
+	delete(c.pinned, key)
+	c.mu.Unlock()
+	if freed {
+		c.updatePoolMetrics()
+		c.retryFailed()
+	}
+}
+
+// disown releases a Service that stopped being ours (type or class
+// changed) and clears the status we wrote. A Service we never held is left
+// alone: its status may belong to another load balancer.
+func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
+	key := svc.Namespace + "/" + svc.Name
+	c.mu.Lock()
+	held := len(c.alloc.Addrs(key)) > 0 || len(c.pinned[key]) > 0
+	c.mu.Unlock()
+	if !held {
+		return nil
+	}
+	if len(svc.Status.LoadBalancer.Ingress) > 0 {
+		if err := c.patchStatus(ctx, svc, nil); err != nil {
+			return err
+		}
+	}
+	c.forget(key)
+	klog.FromContext(ctx).V(2).Info("Service is no longer ours; addresses released", "service", key)
+	return nil
+}
+
+// retryFailed re-enqueues the Services waiting for an address.
+func (c *Controller) retryFailed() {
+	c.mu.Lock()
+	keys := c.retryKeysLocked(false)
+	c.mu.Unlock()
+	for _, k := range keys {
+		c.queue.Add(k)
+	}
+}
+
+func (c *Controller) patchStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}}})
+	if err != nil {
+		return err
+	}
+	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "ironlb-controller"}, "status")
+	c.metrics.statusWrites.Inc()
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (c *Controller) describeAddrs(addrs []netip.Addr) string {
+	parts := make([]string, len(addrs))
+	c.mu.Lock()
+	for i, ip := range addrs {
+		if pool, ok := c.alloc.PoolOf(ip); ok {
+			parts[i] = fmt.Sprintf("%s from pool %s", ip, pool)
+		} else {
+			parts[i] = ip.String()
+		}
+	}
+	c.mu.Unlock()
+	return "Assigned IP " + strings.Join(parts, ", ")
+}
+
+func (c *Controller) updatePoolMetrics() {
+	c.mu.Lock()
+	stats := c.alloc.Stats()
+	c.mu.Unlock()
+	c.metrics.pools(stats)
+}
+
+func serviceRef(svc *corev1.Service) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, ResourceVersion: svc.ResourceVersion}
+}
+
+func configRef(cm *corev1.ConfigMap) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: cm.Namespace, Name: cm.Name, UID: cm.UID, ResourceVersion: cm.ResourceVersion}
+}
+
+// event writes a core/v1 Event from the calling worker. client-go's
+// recorder sends Events one at a time from a single goroutine, which
+// becomes the bottleneck when thousands of Services converge at once.
+func (c *Controller) event(ctx context.Context, ref *corev1.ObjectReference, typ, reason, msg string) {
+	if len(msg) > 1024 {
+		msg = msg[:1021] + "..."
+	}
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ref.Name, time.Now().UnixNano()), Namespace: ref.Namespace},
+		InvolvedObject:      *ref,
+		Reason:              reason,
+		Message:             msg,
+		Type:                typ,
+		Source:              corev1.EventSource{Component: "ironlb-controller"},
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+		ReportingController: "ironlb.io/controller",
+		ReportingInstance:   c.opts.Instance,
+	}
+	if _, err := c.client.CoreV1().Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		klog.FromContext(ctx).V(1).Info("Event not recorded", "reason", reason, "object", klog.KRef(ref.Namespace, ref.Name), "err", err)
+	}
+}
