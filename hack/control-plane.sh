@@ -122,7 +122,7 @@ cmd_build() {
 		if binaries_ok; then
 			exit 0
 		fi
-		log "building kube-apiserver and kubectl $K8S_VERSION into ${K8S_DIR#"$ROOT"/}/bin (first time only, about 4 minutes on 2 cores)"
+		log "building kube-apiserver and kubectl $K8S_VERSION into ${K8S_DIR#"$ROOT"/}/bin (first time only: 10-15 minutes on 2 cores with nothing cached)"
 		local start=$SECONDS
 		build_k8s
 		binaries_ok || die "built binaries do not report $K8S_VERSION"

@@ -7,6 +7,11 @@
 //
 // Test files that use it carry the build tag integration, so plain
 // `go test ./...` stays a fast unit run.
+//
+// The first start on a machine builds kube-apiserver and kubectl (10-15
+// minutes on 2 cores). go test kills a test binary at -timeout plus a minute
+// (11 minutes by default), so run `hack/control-plane.sh build` before
+// `go test -tags integration`, or raise -timeout.
 package testenv
 
 import (

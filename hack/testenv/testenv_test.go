@@ -1,4 +1,4 @@
-//go:build integration || tmpcheck
+//go:build integration
 
 package testenv_test
 
