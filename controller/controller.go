@@ -278,7 +278,18 @@ func (c *Controller) syncConfig(ctx context.Context) {
 	c.metrics.configState(true, false)
 	c.updatePoolMetrics()
 	for _, err := range restoreErrs {
-		logger.Info("Existing address not restored", "reason", err.Error())
+		var re *ipam.RestoreError
+		if !errors.As(err, &re) {
+			continue
+		}
+		logger.Info("Existing address not restored", "service", re.Key, "reason", err.Error())
+		if svc, gerr := c.serviceByKey(re.Key); gerr == nil {
+			msg := err.Error() + "; it is kept until the config covers it again"
+			if errors.Is(err, ipam.ErrInUse) {
+				msg = err.Error() + "; a new address will be allocated"
+			}
+			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, msg)
+		}
 	}
 	logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
 	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, "Loaded "+strings.Join(cfg.Summary(), "; "))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -464,6 +465,61 @@ func TestRestart(t *testing.T) {
 	if w := h.ctrl.Metrics().StatusWrites(); w != 20 {
 		t.Errorf("restart made %v status writes, want 20 (one per new Service)", w)
 	}
+}
+
+// A missing ConfigMap means no pools: addresses stay, new Services wait.
+func TestMissingConfigMap(t *testing.T) {
+	h := newHarness(t, "missing.ironlb.io/test", "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.70/30]}\n")
+	ns := env.Namespace(t)
+	h.svc(ns, "a")
+	waitIngress(t, ns, "a", "198.51.100.68")
+	if err := env.Client.CoreV1().ConfigMaps(h.ns).Delete(context.Background(), "config", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the controller to notice", func() (bool, string) {
+		return testutilGauge(h.ctrl.Metrics().stale) == 1, ""
+	})
+	h.svc(ns, "b")
+	time.Sleep(time.Second)
+	if got := ingress(t, ns, "b"); got != nil {
+		t.Errorf("b got %v without a config", got)
+	}
+	if got := ingress(t, ns, "a"); !slices.Equal(got, []string{"198.51.100.68"}) {
+		t.Errorf("a has %v after the ConfigMap was deleted", got)
+	}
+	h.setConfig("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.70/30]}\n")
+	waitIngress(t, ns, "b", "198.51.100.69")
+}
+
+// A restart under a config that no longer covers an address keeps the
+// address and says so, instead of moving a working Service.
+func TestRestartKeepsUncoveredAddress(t *testing.T) {
+	h := newHarness(t, "pinned.ironlb.io/test", "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.80/30]}\n")
+	ns := env.Namespace(t)
+	h.svc(ns, "a")
+	waitIngress(t, ns, "a", "198.51.100.80")
+	h.stop()
+	// Changed while no controller could refuse it.
+	h.setConfig("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.84/30]}\n")
+	h.start()
+	waitEvent(t, ns, "a", api.EventAllocationFailed, "198.51.100.80", "kept until the config covers it")
+	h.svc(ns, "b")
+	waitIngress(t, ns, "b", "198.51.100.84")
+	if got := ingress(t, ns, "a"); !slices.Equal(got, []string{"198.51.100.80"}) {
+		t.Errorf("a has %v, want its old address kept", got)
+	}
+	// Once the config covers it again it is an ordinary assignment, and
+	// the config can no longer drop it.
+	h.setConfig("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.80/29]}\n")
+	waitEvent(t, h.ns, "config", api.EventConfigLoaded, "8 addresses")
+	h.setConfig("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.84/30]}\n")
+	waitEvent(t, h.ns, "config", api.EventConfigRejected, ns+"/a holds 198.51.100.80")
+}
+
+func testutilGauge(g interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	g.Write(&m)
+	return m.GetGauge().GetValue()
 }
 
 func TestMemberlistSecret(t *testing.T) {
