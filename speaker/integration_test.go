@@ -1,0 +1,276 @@
+//go:build integration
+
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/hack/testenv"
+	"github.com/ironlb/ironlb/speaker/election"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &env)) }
+
+// recorder is an Announcer that remembers what it was told.
+type recorder struct {
+	mu    sync.Mutex
+	owned map[netip.Addr][]string
+}
+
+func (r *recorder) SetOwned(owned map[netip.Addr][]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owned = maps.Clone(owned)
+}
+
+func (r *recorder) get() map[netip.Addr][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.owned)
+}
+
+type cluster struct {
+	t        *testing.T
+	speakers map[string]*Speaker
+	anns     map[string]*recorder
+	class    string
+}
+
+func newCluster(t *testing.T, class, cfg string, nodes ...string) *cluster {
+	ctx, cancel := context.WithCancel(context.Background())
+	ns := env.Namespace(t)
+	_, err := env.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "config"}, Data: map[string]string{"config": cfg}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, speakers: map[string]*Speaker{}, anns: map[string]*recorder{}, class: class}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		c.anns[n] = &recorder{}
+		s := New(env.Client, c.anns[n], Options{NodeName: n, Namespace: ns, ConfigName: "config", LBClass: class})
+		c.speakers[n] = s
+		wg.Go(func() { s.Run(ctx) })
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	c.members(nodes...)
+	return c
+}
+
+func (c *cluster) members(live ...string) {
+	for _, s := range c.speakers {
+		s.MembersChanged(live)
+	}
+}
+
+// owners returns, per address, the nodes announcing it.
+func (c *cluster) owners() map[netip.Addr][]string {
+	out := map[netip.Addr][]string{}
+	for n, r := range c.anns {
+		for ip := range r.get() {
+			out[ip] = append(out[ip], n)
+		}
+	}
+	for ip := range out {
+		slices.Sort(out[ip])
+	}
+	return out
+}
+
+func (c *cluster) waitOwners(what string, cond func(map[netip.Addr][]string) bool) map[netip.Addr][]string {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		o := c.owners()
+		if cond(o) {
+			return o
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %s; owners %v", what, o)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func node(t *testing.T, name string, ready bool, lbls map[string]string) {
+	ctx := context.Background()
+	n, err := env.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := corev1.ConditionTrue
+	if !ready {
+		status = corev1.ConditionFalse
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}
+	if _, err := env.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lbService creates a Service that the controller would have assigned ip.
+func lbService(t *testing.T, ns, name, class, ip string, local bool) {
+	ctx := context.Background()
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}
+	if local {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}
+	s, err := env.Client.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := corev1.LoadBalancerIPModeVIP
+	s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip, IPMode: &vip}}
+	if _, err := env.Client.CoreV1().Services(ns).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func endpoints(t *testing.T, ns, svc string, nodes ...string) {
+	ctx := context.Background()
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc, Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "test.ironlb.io"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for i, n := range nodes {
+		ready := true
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.244.0.%d", i+1)}, NodeName: &n, Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+	}
+	cur, err := env.Client.DiscoveryV1().EndpointSlices(ns).Get(ctx, svc, metav1.GetOptions{})
+	if err == nil {
+		cur.Endpoints = es.Endpoints
+		_, err = env.Client.DiscoveryV1().EndpointSlices(ns).Update(ctx, cur, metav1.UpdateOptions{})
+	} else {
+		_, err = env.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exactlyOne(o map[netip.Addr][]string, ips ...string) bool {
+	for _, ip := range ips {
+		if len(o[netip.MustParseAddr(ip)]) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestElectionAcrossSpeakers(t *testing.T) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	n1, n2, n3, n4 := "a-"+suffix, "b-"+suffix, "c-"+suffix, "d-"+suffix
+	node(t, n1, true, nil)
+	node(t, n2, true, map[string]string{"rack": "r2"})
+	node(t, n3, true, nil)
+	node(t, n4, false, nil) // not Ready: never a candidate
+	class := "speaker.ironlb.io/" + suffix
+	c := newCluster(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.119]}\n"+
+		"- {name: r2, protocol: layer2, addresses: [198.51.100.120/32], node-selectors: [{match-labels: {rack: r2}}]}\n", n1, n2, n3, n4)
+	ns := env.Namespace(t)
+	var ips []string
+	for i := range 20 {
+		ip := fmt.Sprintf("198.51.100.%d", 100+i)
+		ips = append(ips, ip)
+		lbService(t, ns, fmt.Sprint("s", i), class, ip, false)
+	}
+	lbService(t, ns, "pinned", class, "198.51.100.120", false)
+	lbService(t, ns, "local", class, "198.51.100.119", true)
+	endpoints(t, ns, "local", n3)
+
+	all := c.waitOwners("one owner per address", func(o map[netip.Addr][]string) bool { return exactlyOne(o, append(ips, "198.51.100.120")...) })
+	// Every speaker computed the same owner, the one election picks.
+	for _, ip := range ips[:19] {
+		a := netip.MustParseAddr(ip)
+		if want := election.Owner(a, []string{n1, n2, n3}); all[a][0] != want {
+			t.Errorf("%s announced by %v, election says %s", ip, all[a], want)
+		}
+	}
+	if got := all[netip.MustParseAddr("198.51.100.120")]; got[0] != n2 {
+		t.Errorf("node-selected pool announced by %v, want %s", got, n2)
+	}
+	if got := all[netip.MustParseAddr("198.51.100.119")]; got[0] != n3 {
+		t.Errorf("Local Service announced by %v, want its endpoint's node %s", got, n3)
+	}
+	for ip, nodes := range all {
+		if slices.Contains(nodes, n4) {
+			t.Errorf("not-Ready %s announces %s", n4, ip)
+		}
+	}
+
+	// Endpoints move: the Local Service's owner follows.
+	endpoints(t, ns, "local", n1)
+	c.waitOwners("the Local owner to follow its endpoint", func(o map[netip.Addr][]string) bool {
+		return slices.Equal(o[netip.MustParseAddr("198.51.100.119")], []string{n1})
+	})
+
+	// n1 dies: only its addresses move, each to exactly one survivor.
+	before := c.owners()
+	c.speakers[n1].SetIsolated(true) // a dead node announces nothing
+	c.members(n2, n3)
+	after := c.waitOwners("n1's addresses to move", func(o map[netip.Addr][]string) bool {
+		for _, ip := range ips[:19] {
+			if nodes := o[netip.MustParseAddr(ip)]; len(nodes) != 1 || nodes[0] == n1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ip := range ips[:19] {
+		a := netip.MustParseAddr(ip)
+		if before[a][0] != n1 && after[a][0] != before[a][0] {
+			t.Errorf("%s moved from %s to %s although its owner lived", ip, before[a][0], after[a][0])
+		}
+	}
+	// The Local Service's only endpoint node is gone: nobody announces it.
+	if got := after[netip.MustParseAddr("198.51.100.119")]; len(got) != 0 {
+		t.Errorf("Local Service without a live endpoint node announced by %v", got)
+	}
+
+	// nodeAssigned fires on a change of owner only: one per Service that
+	// changed hands plus the initial ones, never repeated on resync.
+	time.Sleep(time.Second)
+	evs, err := env.Client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, e := range evs.Items {
+		if e.Reason == api.EventNodeAssigned {
+			per[e.InvolvedObject.Name] += int(e.Count)
+		}
+	}
+	moved := 0
+	for i, ip := range ips[:19] {
+		a := netip.MustParseAddr(ip)
+		want := 1
+		if before[a][0] != after[a][0] {
+			want, moved = 2, moved+1
+		}
+		if per[fmt.Sprint("s", i)] != want {
+			t.Errorf("s%d has %d nodeAssigned Events, want %d", i, per[fmt.Sprint("s", i)], want)
+		}
+	}
+	if moved == 0 {
+		t.Error("n1 owned nothing: the test proves nothing about failover")
+	}
+}

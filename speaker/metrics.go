@@ -1,0 +1,28 @@
+package speaker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the speaker's own Prometheus metrics; the layer-2 packet
+// counters are registered by the binary from the announcer's statistics.
+type Metrics struct {
+	Registry *prometheus.Registry
+	owned    prometheus.Gauge
+	members  prometheus.Gauge
+	failover prometheus.Gauge
+}
+
+// NewMetrics registers the speaker's metrics in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_owned_addresses",
+			Help: "Addresses this node announces."}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_members",
+			Help: "Live speakers in the memberlist cluster, this one included."}),
+		failover: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_last_failover_seconds",
+			Help: "Time from the last membership or link change to this node taking over an address."}),
+	}
+	m.Registry.MustRegister(m.owned, m.members, m.failover,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
