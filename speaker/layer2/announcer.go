@@ -1,0 +1,239 @@
+package layer2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// ErrClosed is returned by Announcer methods after Close or after the
+// context given to New has ended.
+var ErrClosed = errors.New("layer2: announcer closed")
+
+// DefaultSchedule returns the offsets, from the moment an address is gained,
+// at which the gratuitous announcements are sent: 0, 100, 300, 700, 1500 and
+// 3000 ms. The early rounds move neighbours quickly; the late ones still
+// win if a neighbour re-learned the old owner from a last in-flight reply, or
+// if a switch only started forwarding after the link came up.
+func DefaultSchedule() []time.Duration {
+	return []time.Duration{
+		0,
+		100 * time.Millisecond,
+		300 * time.Millisecond,
+		700 * time.Millisecond,
+		1500 * time.Millisecond,
+		3000 * time.Millisecond,
+	}
+}
+
+// Options configure an Announcer. The zero value is ready for production.
+type Options struct {
+	// Schedule lists the offsets after gaining an address at which
+	// gratuitous ARP / unsolicited NA rounds are sent. Nil means
+	// DefaultSchedule(); an empty, non-nil slice sends none. Negative
+	// offsets count as 0; the order does not matter.
+	Schedule []time.Duration
+
+	// Dial opens the connections for one interface. Nil means Dial, which
+	// opens raw sockets; tests pass in-memory connections, and callers that
+	// work across network namespaces wrap Dial to open the sockets in the
+	// right one.
+	Dial func(ifi *net.Interface) (Conns, error)
+}
+
+// Announcer runs one responder per managed interface and decides which
+// addresses each of them answers for.
+//
+// Concurrency: all methods are safe for concurrent use. SetInterfaces,
+// SetOwned and Close are serialized by an internal mutex, so each call sees
+// the complete effect of the one before; Stats never blocks on them. The
+// packet path does not take that mutex: a responder reads its owned set
+// through an atomic pointer to an immutable map, so a slow SetOwned never
+// delays a reply.
+type Announcer struct {
+	log      logr.Logger
+	dial     func(*net.Interface) (Conns, error)
+	schedule []time.Duration
+	stats    counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	closed     bool
+	responders map[string]*responder // by interface name
+	owned      map[netip.Addr][]string
+}
+
+// New returns an Announcer with no interfaces and no owned addresses. Its
+// goroutines run under ctx: when ctx ends, every responder stops and closes
+// its sockets, as with Close (which additionally waits for that). The logger
+// is taken from ctx (logr.FromContextOrDiscard, which is where
+// klog.NewContext puts it).
+func New(ctx context.Context, opts Options) *Announcer {
+	schedule := DefaultSchedule()
+	if opts.Schedule != nil {
+		schedule = make([]time.Duration, len(opts.Schedule))
+		for i, d := range opts.Schedule {
+			schedule[i] = max(d, 0)
+		}
+		slices.Sort(schedule)
+	}
+	dial := opts.Dial
+	if dial == nil {
+		dial = Dial
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	return &Announcer{
+		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
+		dial:       dial,
+		schedule:   schedule,
+		ctx:        ctx,
+		cancel:     cancel,
+		responders: map[string]*responder{},
+		owned:      map[netip.Addr][]string{},
+	}
+}
+
+// SetInterfaces makes ifis the set of managed interfaces: a responder is
+// started for each new interface (and announces every owned address allowed
+// on it, as if just gained), and the responders of interfaces no longer
+// listed are stopped, their sockets closed before SetInterfaces returns. An
+// interface whose index or MAC changed is reopened. Interfaces that fail to
+// open are reported in the joined error and left out; the others still
+// change.
+//
+// The speaker calls it with the result of Interfaces, filtered by
+// HasCarrier, whenever links change: dropping an interface whose link went
+// down, and re-adding it when carrier returns so that it announces again.
+func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || a.ctx.Err() != nil {
+		return ErrClosed
+	}
+
+	want := make(map[string]net.Interface, len(ifis))
+	for _, ifi := range ifis {
+		want[ifi.Name] = ifi
+	}
+	for name, r := range a.responders {
+		w, ok := want[name]
+		if ok && w.Index == r.ifi.Index && sameMAC(w.HardwareAddr, r.ifi.HardwareAddr) {
+			continue
+		}
+		r.stop()
+		delete(a.responders, name)
+		a.log.Info("Stopped responder", "interface", name)
+	}
+
+	var errs []error
+	for _, ifi := range ifis {
+		if _, ok := a.responders[ifi.Name]; ok {
+			continue
+		}
+		if len(ifi.HardwareAddr) != macLen {
+			errs = append(errs, fmt.Errorf("layer2: interface %s has no Ethernet MAC address (%q)", ifi.Name, ifi.HardwareAddr))
+			continue
+		}
+		// Own a copy: the caller's net.Interface shares its MAC slice.
+		ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+		conns, err := a.dial(&ifi)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule)
+		r.start()
+		a.responders[ifi.Name] = r
+		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
+			"arp", conns.ARP != nil, "ndp", conns.NDP != nil)
+		if err := r.update(setFor(a.owned, ifi.Name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetOwned replaces the set of addresses this node answers for. Each key is
+// an owned address; its value lists the interfaces it may be announced on,
+// nil meaning every managed interface (an empty, non-nil list means none).
+// IPv4-mapped IPv6 addresses count as IPv4; zones are dropped; invalid,
+// unspecified, loopback and multicast addresses are skipped with a log
+// line, since no neighbour could ever ask for them.
+//
+// When SetOwned returns, responders answer for the new set only: a lost
+// address is no longer answered (apart from a reply a read loop had already
+// decided on) and its pending announcements are cancelled; a gained address
+// is answered and its announcement burst has started. Errors (joining a
+// multicast group) are returned joined, but the new set is in force anyway:
+// such an address is still answered for unicast solicitations and announced.
+//
+// SetOwned does not keep owned; the caller may reuse it.
+func (a *Announcer) SetOwned(owned map[netip.Addr][]string) error {
+	norm := make(map[netip.Addr][]string, len(owned))
+	for ip, ifaces := range owned {
+		ip = ip.Unmap().WithZone("")
+		if !ip.IsValid() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() {
+			a.log.Info("Ignoring address that cannot be announced", "ip", ip)
+			continue
+		}
+		norm[ip] = slices.Clone(ifaces) // keeps nil as nil
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || a.ctx.Err() != nil {
+		return ErrClosed
+	}
+	a.owned = norm
+	var errs []error
+	for name, r := range a.responders {
+		if err := r.update(setFor(norm, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setFor picks the addresses allowed on one interface.
+func setFor(owned map[netip.Addr][]string, iface string) addrSet {
+	s := make(addrSet, len(owned))
+	for ip, allow := range owned {
+		if allow == nil || slices.Contains(allow, iface) {
+			s[ip] = struct{}{}
+		}
+	}
+	return s
+}
+
+// Stats returns a snapshot of the counters. Each counter is read atomically,
+// but not all of them at one instant.
+func (a *Announcer) Stats() Stats {
+	return Stats{ARP: a.stats.arp.snapshot(), NDP: a.stats.ndp.snapshot()}
+}
+
+// Close stops every responder and waits until their goroutines have ended
+// and their sockets are closed. It is idempotent; later calls to
+// SetInterfaces and SetOwned return ErrClosed.
+func (a *Announcer) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	a.cancel()
+	for name, r := range a.responders {
+		r.stop()
+		delete(a.responders, name)
+	}
+	return nil
+}

@@ -1,0 +1,18 @@
+// Package layer2 answers ARP (IPv4) and NDP (IPv6) for the addresses this node
+// owns, so that hosts on the LAN send traffic for a LoadBalancer IP to this
+// node's MAC address.
+//
+// An [Announcer] runs one responder per network interface. The speaker tells
+// it which addresses the node owns with [Announcer.SetOwned]; the responders
+// answer ARP requests and Neighbor Solicitations for exactly those addresses,
+// send a burst of gratuitous ARP / unsolicited Neighbor Advertisements when an
+// address is gained, and go silent for an address the moment it is lost.
+//
+// All I/O goes through [Conns], which [Dial] opens on a real interface and a
+// test may replace with in-memory connections (see [Options.Dial]). The
+// per-packet decisions are pure functions of the frame bytes, the
+// interface's MAC and the owned set.
+//
+// The package imports no Kubernetes code: elections and informers live in
+// the speaker, which only hands this package a set of addresses.
+package layer2

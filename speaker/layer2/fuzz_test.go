@@ -1,0 +1,46 @@
+package layer2
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// FuzzDecide feeds arbitrary bytes to both per-frame decisions, as any frame
+// on the LAN may reach either socket. Neither may panic, and whatever they
+// answer must be a well-formed reply for an owned address.
+func FuzzDecide(f *testing.F) {
+	seeds := [][]byte{
+		arpRequest(peerMAC, peerIP, vip4),
+		arpRequest(peerMAC, netip.IPv4Unspecified(), vip4),
+		gratuitousARP(peerMAC, vip4)[1],
+		nsFrame{src: peerIP6, target: vip6}.bytes(),
+		nsFrame{src: peerIP6, dst: vip6, ethDst: ourMAC, target: vip6, padTo: 100}.bytes(),
+		nsFrame{src: netip.IPv6Unspecified(), target: vip6, noSourceLLA: true}.bytes(),
+		unsolicitedNA(peerMAC, vip6),
+		withTarget(nsFrame{src: peerIP6, target: vip6}.bytes(), netip.MustParseAddr("ff02::1")),
+		{},
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1},
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if v, reply := decideARP(frame, ourMAC, ownedSet); v == verdictAnswer {
+			s := summarizeARP(reply)
+			if s.Op != 2 || s.SenderMAC != ourMAC.String() || !ownedSet.has(netip.MustParseAddr(s.SenderIP)) {
+				t.Fatalf("bad ARP answer %+v", s)
+			}
+		} else if reply != nil {
+			t.Fatalf("verdict %v with a reply", v)
+		}
+		if v, reply := decideNDP(frame, ourMAC, ownedSet); v == verdictAnswer {
+			s := summarizeNA(reply)
+			if !s.ChecksumOK || s.HopLimit != 255 || !s.Override || s.TargetLLA != ourMAC.String() ||
+				!ownedSet.has(netip.MustParseAddr(s.Target)) {
+				t.Fatalf("bad NA answer %+v", s)
+			}
+		} else if reply != nil {
+			t.Fatalf("verdict %v with a reply", v)
+		}
+	})
+}

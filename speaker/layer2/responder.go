@@ -1,0 +1,282 @@
+package layer2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+)
+
+// readErrorBackoff is how long a read loop waits after an unexpected socket
+// error (for example ENETDOWN while the link flaps) before reading again, so
+// that a persistent error cannot spin a core.
+const readErrorBackoff = 100 * time.Millisecond
+
+// responder answers ARP and NDP on one interface.
+//
+// The read loops only load owned (an atomic pointer to an immutable set);
+// update, announce and stop are called by the Announcer with its mutex held,
+// which also guards bursts and groups.
+type responder struct {
+	ifi      net.Interface
+	conns    Conns
+	log      logr.Logger
+	stats    *counters
+	schedule []time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	owned atomic.Pointer[addrSet]
+
+	bursts map[netip.Addr]context.CancelFunc
+	groups map[netip.Addr]int // solicited-node group -> owned addresses in it
+}
+
+func newResponder(parent context.Context, ifi net.Interface, conns Conns, log logr.Logger, stats *counters, schedule []time.Duration) *responder {
+	ctx, cancel := context.WithCancel(parent)
+	r := &responder{
+		ifi:      ifi,
+		conns:    conns,
+		log:      log.WithValues("interface", ifi.Name),
+		stats:    stats,
+		schedule: schedule,
+		ctx:      ctx,
+		cancel:   cancel,
+		bursts:   map[netip.Addr]context.CancelFunc{},
+		groups:   map[netip.Addr]int{},
+	}
+	empty := addrSet{}
+	r.owned.Store(&empty)
+	return r
+}
+
+// start launches the goroutines; they all end when r.ctx ends.
+func (r *responder) start() {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		<-r.ctx.Done()
+		// Closing the sockets is what unblocks the read loops; closing the
+		// ICMPv6 socket also leaves every multicast group it joined.
+		if err := r.conns.Close(); err != nil {
+			r.log.Error(err, "Closing sockets")
+		}
+	}()
+	if r.conns.ARP != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.readLoop(r.conns.ARP, decideARP, &r.stats.arp)
+		}()
+	}
+	if r.conns.NDP != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.readLoop(r.conns.NDP, decideNDP, &r.stats.ndp)
+		}()
+	}
+}
+
+// stop ends every goroutine of r and waits for them, so that the sockets are
+// closed when it returns.
+func (r *responder) stop() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.HardwareAddr, addrSet) (verdict, []byte), c *familyCounters) {
+	buf := make([]byte, maxFrameLength)
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				r.log.Info("Socket closed underneath the responder; no longer answering on it")
+				return
+			}
+			r.log.Error(err, "Reading frame")
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(readErrorBackoff): // collected once fired (Go 1.23+)
+			}
+			continue
+		}
+		v, reply := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())
+		c.count(v)
+		if v == verdictAnswer {
+			if r.send(conn, reply) {
+				c.replies.Add(1)
+			} else {
+				c.sendErrors.Add(1)
+			}
+		}
+	}
+}
+
+// send writes one frame; the destination MAC is the frame's own, which is
+// what an AF_PACKET socket wants as its address.
+func (r *responder) send(conn net.PacketConn, frame []byte) bool {
+	if len(frame) < ethHeaderLen {
+		return false
+	}
+	if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: net.HardwareAddr(frame[0:6])}); err != nil {
+		r.log.V(2).Info("Sending frame failed", "err", err)
+		return false
+	}
+	return true
+}
+
+// update replaces the owned set. New IPv6 addresses join their
+// solicited-node group before the set is published, so that the first
+// multicast solicitation after SetOwned already reaches the socket; lost
+// addresses are unpublished first and only then have their bursts cancelled
+// and groups left, so no reply goes out for them after update returns
+// (except one already decided on by a read loop).
+func (r *responder) update(set addrSet) error {
+	old := *r.owned.Load()
+	var errs []error
+	if r.conns.NDP != nil && r.conns.Groups != nil {
+		for a := range set {
+			if a.Is6() && !old.has(a) {
+				if err := r.join(a); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	r.owned.Store(&set)
+	for a := range old {
+		if set.has(a) {
+			continue
+		}
+		if cancel, ok := r.bursts[a]; ok {
+			cancel()
+			delete(r.bursts, a)
+		}
+		if a.Is6() && r.conns.NDP != nil && r.conns.Groups != nil {
+			if err := r.leave(a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		r.log.V(1).Info("Stopped announcing", "ip", a)
+	}
+	for a := range set {
+		if !old.has(a) {
+			r.log.V(1).Info("Announcing", "ip", a)
+			r.announce(a)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// join takes a reference on a's solicited-node group; several addresses
+// that share their low 24 bits share one group, and joining a group twice on
+// one socket fails.
+func (r *responder) join(a netip.Addr) error {
+	g, err := ndp.SolicitedNodeMulticast(a)
+	if err != nil {
+		return err
+	}
+	if r.groups[g] == 0 {
+		if err := r.conns.Groups.JoinGroup(g); err != nil {
+			return fmt.Errorf("joining %s for %s on %s: %w", g, a, r.ifi.Name, err)
+		}
+	}
+	r.groups[g]++
+	return nil
+}
+
+func (r *responder) leave(a netip.Addr) error {
+	g, err := ndp.SolicitedNodeMulticast(a)
+	if err != nil {
+		return err
+	}
+	switch r.groups[g] {
+	case 0:
+		return nil // the join had failed; nothing to leave
+	case 1:
+		delete(r.groups, g)
+		if err := r.conns.Groups.LeaveGroup(g); err != nil {
+			return fmt.Errorf("leaving %s for %s on %s: %w", g, a, r.ifi.Name, err)
+		}
+	default:
+		r.groups[g]--
+	}
+	return nil
+}
+
+// announce starts the gratuitous burst for a newly owned address. The burst
+// is repeated on r.schedule because a single announcement can be lost, and a
+// neighbour may still be resolving the previous owner when the first one
+// arrives; it runs in its own goroutine under a context that update cancels
+// when the address is lost.
+func (r *responder) announce(a netip.Addr) {
+	var (
+		conn   net.PacketConn
+		frames [][]byte
+		c      *familyCounters
+	)
+	if a.Is4() && r.conns.ARP != nil {
+		conn, frames, c = r.conns.ARP, gratuitousARP(r.ifi.HardwareAddr, a), &r.stats.arp
+	} else if a.Is6() && r.conns.NDP != nil {
+		conn, frames, c = r.conns.NDP, [][]byte{unsolicitedNA(r.ifi.HardwareAddr, a)}, &r.stats.ndp
+	}
+	if conn == nil || len(r.schedule) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.bursts[a] = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer cancel()
+		start := time.Now()
+		var timer *time.Timer
+		defer func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}()
+		for _, at := range r.schedule {
+			if d := time.Until(start.Add(at)); d > 0 {
+				if timer == nil {
+					timer = time.NewTimer(d)
+				} else {
+					timer.Reset(d)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+			}
+			for _, f := range frames {
+				// Checked per frame: once the address is lost, not even the
+				// rest of the current round may go out.
+				if ctx.Err() != nil {
+					return
+				}
+				if r.send(conn, f) {
+					c.gratuitous.Add(1)
+				} else if ctx.Err() == nil {
+					// A write that lost the race with stop is not an error.
+					c.sendErrors.Add(1)
+				}
+			}
+		}
+	}()
+}
