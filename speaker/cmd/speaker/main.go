@@ -1,0 +1,322 @@
+// Command speaker runs on every node: it joins the other speakers through
+// memberlist, elects one owner per assigned address, and answers ARP and
+// NDP for the addresses this node owns.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/layer2"
+	"github.com/ironlb/ironlb/speaker/membership"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("speaker", flag.ContinueOnError)
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME, set from the downward API)")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	namespace := fs.String("namespace", api.DefaultNamespace, "namespace of the ConfigMap and the memberlist Secret")
+	configName := fs.String("config-name", api.DefaultConfigName, "name of the address-pool ConfigMap")
+	lbClass := fs.String("lb-class", "", "announce only Services with this loadBalancerClass (empty: Services without one), as the controller's --lb-class")
+	bindAddr := fs.String("bind-addr", "", "address memberlist listens on and advertises (default: the node's InternalIP)")
+	bindPort := fs.Int("bind-port", membership.DefaultPort, "memberlist port (TCP and UDP)")
+	peers := fs.String("peers", "", "comma-separated host[:port] of other speakers (default: the InternalIPs of every Node)")
+	ifaces := fs.String("interfaces", "", "comma-separated interfaces to answer on (default: every up, non-loopback interface that can ARP, except bond and bridge members)")
+	metricsAddr := fs.String("metrics-addr", ":7474", "address for /metrics; empty disables")
+	healthAddr := fs.String("health-addr", ":7475", "address for /healthz and /readyz; empty disables")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	verbosity := fs.String("v", "0", "log verbosity")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	klogFlags.Set("v", *verbosity)
+	if *nodeName == "" {
+		fmt.Fprintln(os.Stderr, "speaker: --node-name is required (or set NODE_NAME from the downward API: fieldRef spec.nodeName)")
+		return 2
+	}
+
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := klog.Background().WithName("speaker").WithValues("node", *nodeName)
+	ctx := klog.NewContext(context.Background(), logger)
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		logger.Error(err, "Cannot build the API client config")
+		return 1
+	}
+	cfg.UserAgent = "ironlb-speaker"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		logger.Error(err, "Cannot build the API client")
+		return 1
+	}
+
+	waitCtx := klog.NewContext(sigCtx, logger)
+	key, err := speaker.MemberlistKey(waitCtx, client, *namespace)
+	if err != nil {
+		logger.Error(err, "No memberlist key")
+		return 1
+	}
+	self, peerList, err := addresses(waitCtx, client, *nodeName, *bindAddr, *peers, *bindPort)
+	if err != nil {
+		logger.Error(err, "Cannot work out memberlist addresses")
+		return 1
+	}
+	ifis, err := layer2.Interfaces(splitList(*ifaces))
+	if err != nil || len(ifis) == 0 {
+		logger.Error(err, "No interface to answer ARP/NDP on", "allowList", *ifaces)
+		return 1
+	}
+	names := make([]string, len(ifis))
+	for i, ifi := range ifis {
+		names[i] = ifi.Name
+	}
+
+	// The announcer and the speaker outlive the signal: on SIGTERM this
+	// node leaves memberlist first, so a successor announces while this
+	// node still answers, and only then stops.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	ann := layer2.New(runCtx, layer2.Options{})
+	if err := ann.SetInterfaces(ifis); err != nil {
+		logger.Error(err, "Cannot open ARP/NDP sockets (the speaker needs CAP_NET_RAW)", "interfaces", names)
+		return 1
+	}
+	metrics := speaker.NewMetrics()
+	registerLayer2(metrics.Registry, ann)
+	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
+		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
+	})
+	grp, err := membership.New(membership.Config{
+		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
+		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
+	})
+	if err != nil {
+		logger.Error(err, "Cannot start memberlist", "bind", net.JoinHostPort(self, strconv.Itoa(*bindPort)))
+		return 1
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); sp.Run(runCtx) }()
+	serve(runCtx, *metricsAddr, "/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !sp.Ready() {
+			http.Error(w, "waiting for caches", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	serve(runCtx, *healthAddr, "/", mux)
+
+	rejoin := func() {
+		rctx, cancel := context.WithTimeout(runCtx, 10*time.Second)
+		defer cancel()
+		if err := grp.Rejoin(rctx); err != nil {
+			logger.Info("Could not merge with other speakers; going on alone", "err", err.Error())
+		}
+	}
+	rejoin()
+	go watchLinks(runCtx, names, sp, rejoin)
+	logger.Info("Speaker running", "interfaces", names, "memberlist", net.JoinHostPort(self, strconv.Itoa(*bindPort)), "peers", peerList)
+
+	<-sigCtx.Done()
+	logger.Info("Stopping: leaving the cluster so another node takes over")
+	if err := grp.Leave(500 * time.Millisecond); err != nil {
+		logger.Error(err, "Leave")
+	}
+	// The others dropped this node on the Leave message; give them a moment
+	// to start announcing before this node stops answering.
+	time.Sleep(50 * time.Millisecond)
+	cancelRun()
+	<-done
+	grp.Shutdown()
+	ann.Close()
+	return 0
+}
+
+// announcer adapts the layer-2 Announcer, whose SetOwned reports errors
+// per interface, to the speaker's interface: an error is logged and the
+// remaining interfaces keep answering.
+type announcer struct {
+	a      *layer2.Announcer
+	logger klog.Logger
+}
+
+func (a announcer) SetOwned(owned map[netip.Addr][]string) {
+	if err := a.a.SetOwned(owned); err != nil {
+		a.logger.Error(err, "Updating announced addresses")
+	}
+}
+
+// watchLinks makes the speaker announce nothing while every managed
+// interface has lost carrier, and, once a link is back, only after its view
+// of the cluster has been merged again: during the cut everyone else
+// looked dead, and acting on that view would make two nodes answer.
+func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, rejoin func()) {
+	logger := klog.FromContext(ctx)
+	up := true
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		any := slices.ContainsFunc(names, func(n string) bool { ok, _ := layer2.HasCarrier(n); return ok })
+		switch {
+		case up && !any:
+			up = false
+			logger.Info("Every link is down; announcing nothing until it returns and the cluster view is merged")
+			sp.SetIsolated(true)
+		case !up && any:
+			up = true
+			logger.Info("Link is back; merging the cluster view before announcing")
+			rejoin()
+			sp.SetIsolated(false)
+		}
+	}
+}
+
+// addresses picks this speaker's memberlist address and its peers.
+func addresses(ctx context.Context, client kubernetes.Interface, node, bind, peers string, port int) (string, []string, error) {
+	var nodeIPs map[string]string
+	if bind == "" || peers == "" {
+		var err error
+		nodeIPs, err = internalIPs(ctx, client)
+		if err != nil {
+			return "", nil, err
+		}
+	}
+	if bind == "" {
+		bind = nodeIPs[node]
+		if bind == "" {
+			return "", nil, fmt.Errorf("node %q has no InternalIP; pass --bind-addr", node)
+		}
+	}
+	var list []string
+	if peers != "" {
+		list = splitList(peers)
+	} else {
+		for n, ip := range nodeIPs {
+			if n != node {
+				list = append(list, net.JoinHostPort(ip, strconv.Itoa(port)))
+			}
+		}
+		slices.Sort(list)
+	}
+	return bind, list, nil
+}
+
+func internalIPs(ctx context.Context, client kubernetes.Interface) (map[string]string, error) {
+	for {
+		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			out := map[string]string{}
+			for _, n := range nodes.Items {
+				for _, a := range n.Status.Addresses {
+					if a.Type == corev1.NodeInternalIP && out[n.Name] == "" {
+						out[n.Name] = a.Address
+					}
+				}
+			}
+			return out, nil
+		}
+		klog.FromContext(ctx).Info("Waiting for the API server to list Nodes", "err", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for part := range strings.SplitSeq(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// registerLayer2 exports the announcer's packet counters.
+func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
+	type field struct {
+		name, help string
+		get        func(layer2.FamilyStats) uint64
+	}
+	fields := []field{
+		{"requests_total", "ARP requests / Neighbor Solicitations received.", func(s layer2.FamilyStats) uint64 { return s.Requests }},
+		{"replies_total", "ARP replies / solicited Neighbor Advertisements sent.", func(s layer2.FamilyStats) uint64 { return s.Replies }},
+		{"gratuitous_total", "Gratuitous ARP / unsolicited NA frames sent on gaining an address.", func(s layer2.FamilyStats) uint64 { return s.Gratuitous }},
+		{"malformed_total", "Frames dropped as malformed.", func(s layer2.FamilyStats) uint64 { return s.Malformed }},
+		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
+	}
+	for _, f := range fields {
+		for _, fam := range []string{"arp", "ndp"} {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "ironlb_speaker_" + f.name, Help: f.help, ConstLabels: prometheus.Labels{"protocol": fam},
+			}, func() float64 {
+				st := ann.Stats()
+				if fam == "arp" {
+					return float64(f.get(st.ARP))
+				}
+				return float64(f.get(st.NDP))
+			}))
+		}
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+// serve runs an HTTP server on addr until ctx ends; an empty addr disables it.
+func serve(ctx context.Context, addr, pattern string, h http.Handler) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle(pattern, h)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			klog.FromContext(ctx).Error(err, "HTTP server failed", "addr", addr)
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
+}

@@ -1,0 +1,536 @@
+// Package membership tells a speaker which speakers are alive. It is a thin
+// wrapper around hashicorp/memberlist (SWIM gossip with Lifeguard's
+// refinements) with timers tuned for a LAN, mandatory AES-256 encryption,
+// memberlist's log lines routed into a logr.Logger, a coalesced change
+// callback, and a Rejoin that returns only once the local view has been
+// merged with a peer's.
+//
+// The election (owner of an IP = a pure function of the live member set)
+// lives elsewhere; this package only supplies that set.
+package membership
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/memberlist"
+)
+
+// DefaultPort is memberlist's customary port, used for both UDP and TCP.
+const DefaultPort = 7946
+
+// KeySize is the only accepted key length: AES-256.
+const KeySize = 32
+
+var (
+	// ErrKey is returned by New when the key is missing or not KeySize
+	// bytes long.
+	ErrKey = errors.New("membership: the encryption key must be 32 bytes (AES-256)")
+	// ErrShutdown is returned by calls made after Shutdown.
+	ErrShutdown = errors.New("membership: shut down")
+)
+
+// coalesceWindow is how long the notifier waits after the first event of a
+// burst before reading the member list. A join's push/pull merges the whole
+// remote state in one go and a death arrives with its retransmits, so the
+// events of one change land within microseconds of each other; 2 ms folds
+// them into one callback without adding noticeable failover latency.
+const coalesceWindow = 2 * time.Millisecond
+
+// Config configures a Group. Name and Key are required.
+type Config struct {
+	// Name identifies this member; it must be unique in the cluster. The
+	// speaker uses the Kubernetes node name, which is what the election
+	// hashes.
+	Name string
+
+	// BindAddr and BindPort are where memberlist listens (UDP and TCP).
+	// BindAddr defaults to 0.0.0.0 and BindPort to DefaultPort. Both are
+	// ignored when Transport is set.
+	BindAddr string
+	BindPort int
+
+	// AdvertiseAddr is the address other members reach this one at,
+	// typically the node IP. When empty, memberlist uses the bound address,
+	// or a private address of the host when bound to 0.0.0.0. It is
+	// advertised with BindPort.
+	AdvertiseAddr string
+
+	// Peers are host:port addresses of other members, used by Rejoin. A
+	// host without a port gets BindPort. The local address may be listed;
+	// it is skipped.
+	Peers []string
+
+	// Key is the AES-256 key (KeySize bytes). Every member needs the same
+	// key; traffic without it is dropped.
+	Key []byte
+
+	// Logger receives memberlist's log lines (see NewStdLogger) and this
+	// package's own. The zero Logger discards.
+	Logger logr.Logger
+
+	// OnChange is called with the sorted names of the alive members
+	// (suspected members count as alive, as in memberlist) whenever that
+	// set changes. It is called from a single goroutine, never
+	// concurrently with itself, and only with a set that differs from the
+	// previous call's. Bursts are coalesced within a couple of
+	// milliseconds. It is held back until the first Rejoin returns and
+	// while any Rejoin runs, so it never reports a view that has not been
+	// merged with the cluster's; the view current when Rejoin returns is
+	// delivered right after. It must not call Shutdown. May be nil.
+	OnChange func(members []string)
+
+	// Transport replaces memberlist's UDP/TCP transport, mainly so tests
+	// can cut a member off the network. When set, BindAddr and BindPort
+	// are not used for listening.
+	Transport memberlist.Transport
+}
+
+// Group is this member's handle on the speaker cluster.
+//
+// All methods are safe for concurrent use. Rejoin calls are serialized.
+// Leave and Shutdown may be called once each, in that order, typically on
+// SIGTERM; Members, Name and Addr keep working after Shutdown and report
+// the last known view.
+type Group struct {
+	ml       *memberlist.Memberlist
+	name     string
+	peers    []string
+	log      logr.Logger
+	onChange func([]string)
+
+	// changed is a one-slot doorbell rung by memberlist's event callbacks.
+	// Those run with memberlist's node lock held, so they must neither
+	// block nor call back into memberlist; the notifier goroutine does
+	// the reading.
+	changed chan struct{}
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	// rejoinMu serializes Rejoin so that captured merges belong to one
+	// Rejoin.
+	rejoinMu sync.Mutex
+
+	// lifeMu orders Leave and Shutdown: memberlist panics on Leave after
+	// Shutdown.
+	lifeMu   sync.Mutex
+	shutdown bool
+
+	mu sync.Mutex
+	// OnChange is held back while rejoining > 0 or until rejoined: a view
+	// that has not been merged with a peer's is not worth reporting.
+	rejoining int
+	rejoined  bool
+	// addrs remembers the last address of every member ever seen, so that
+	// Rejoin can contact members that joined after startup and are not
+	// in Config.Peers.
+	addrs map[string]string
+	// capture, when non-nil, collects the remote member lists of the
+	// push/pull merges that happen during one exchange of Rejoin.
+	capture *[][]*memberlist.Node
+}
+
+// New validates cfg, starts listening and gossiping, and returns the group
+// with only this member in it. Call Rejoin next to merge with the peers;
+// until it returns OnChange is not called.
+func New(cfg Config) (*Group, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("membership: a node name is required")
+	}
+	if len(cfg.Key) != KeySize {
+		return nil, fmt.Errorf("%w: got %d bytes", ErrKey, len(cfg.Key))
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "0.0.0.0"
+	}
+	if cfg.BindPort == 0 {
+		cfg.BindPort = DefaultPort
+	}
+
+	g := &Group{
+		name:     cfg.Name,
+		peers:    slices.Clone(cfg.Peers),
+		log:      cfg.Logger.WithValues("member", cfg.Name),
+		onChange: cfg.OnChange,
+		changed:  make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		addrs:    make(map[string]string),
+	}
+
+	mc := memberlistConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.BindPort
+	mc.Transport = cfg.Transport
+	// Copy the key: memberlist keeps the slice, and the caller may reuse
+	// or wipe its buffer.
+	mc.SecretKey = slices.Clone(cfg.Key)
+	mc.Logger = NewStdLogger(g.log)
+	mc.Events = (*events)(g)
+	mc.Merge = (*merges)(g)
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("membership: starting memberlist as %q: %w", cfg.Name, err)
+	}
+	g.ml = ml
+
+	g.wg.Add(1)
+	go g.notify()
+	g.log.V(1).Info("Membership started", "addr", g.Addr())
+	return g, nil
+}
+
+// Name is this member's name.
+func (g *Group) Name() string { return g.name }
+
+// Addr is the host:port this member advertises to the others.
+func (g *Group) Addr() string { return g.ml.LocalNode().Address() }
+
+// Members returns the sorted names of the members this one believes alive,
+// itself included (unless it has left). Suspected members count as alive.
+func (g *Group) Members() []string {
+	nodes := g.ml.Members()
+	names := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// HealthScore is memberlist's self-awareness score: 0 when this member
+// meets its probing deadlines, higher when it appears degraded (it then
+// probes more slowly). Worth exporting as a metric.
+func (g *Group) HealthScore() int { return g.ml.GetHealthScore() }
+
+// Leave tells the others that this member is going away, so they drop it at
+// once instead of after failure detection. It waits up to timeout for the
+// message to be gossiped; on a LAN that takes a few tens of milliseconds.
+// Afterwards this member no longer lists itself (nor reports itself through
+// OnChange). Call Shutdown next.
+func (g *Group) Leave(timeout time.Duration) error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	if g.shutdown {
+		return ErrShutdown
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("membership: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossiping and listening and waits for OnChange to return
+// if it is running. Without a prior Leave the others notice only through
+// failure detection, like a crash. Calling it again does nothing.
+func (g *Group) Shutdown() error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	if g.shutdown {
+		return nil
+	}
+	g.shutdown = true
+	err := g.ml.Shutdown()
+	close(g.done)
+	g.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("membership: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (g *Group) isShutdown() bool {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	return g.shutdown
+}
+
+// Rejoin exchanges full state (memberlist's push/pull) with the peers until
+// this member and one peer agree: the peer lists this member as alive and
+// this member's alive set equals the peer's. It returns nil then, or the
+// context's error (with the last failure) if that never happens.
+//
+// Call it after New, and whenever this member may have been cut off (its
+// link came back). After a cut both sides have declared each other dead
+// and ignore each other's alive messages until refuted; a single push/pull
+// only triggers the refutations, so Rejoin repeats the exchange until they
+// have gone through. Until it returns, the local view may be stale (others
+// still look dead), which is why OnChange is held back meanwhile.
+//
+// Peers are Config.Peers plus the last known address of every member seen
+// so far, minus this member. With none, Rejoin returns nil at once: there
+// is nobody to merge with.
+func (g *Group) Rejoin(ctx context.Context) error {
+	if g.isShutdown() {
+		return ErrShutdown
+	}
+	g.rejoinMu.Lock()
+	defer g.rejoinMu.Unlock()
+
+	g.mu.Lock()
+	g.rejoining++
+	g.mu.Unlock()
+	defer g.release()
+
+	peers := g.candidates()
+	if len(peers) == 0 {
+		g.log.V(1).Info("No peers to rejoin; alone")
+		return nil
+	}
+
+	const (
+		// After an exchange that worked but left the views apart, the
+		// refutations it triggered need a gossip tick or two.
+		settleWait = 10 * time.Millisecond
+		// After a round where no peer answered, back off up to a second.
+		firstFailWait = 50 * time.Millisecond
+		maxFailWait   = time.Second
+	)
+	failWait := firstFailWait
+	var lastErr error
+	preferred := ""
+	for round := 1; ; round++ {
+		// Start with the peer that answered last time; the views converge
+		// fastest by repeating the exchange with the same member.
+		order := slices.Clone(peers)
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		if i := slices.Index(order, preferred); i > 0 {
+			order[0], order[i] = order[i], order[0]
+		}
+
+		answered := false
+		for _, peer := range order {
+			if ctx.Err() != nil {
+				break
+			}
+			if g.isShutdown() {
+				return ErrShutdown
+			}
+			remotes, err := g.exchange(peer)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			answered, preferred = true, peer
+			if diff := g.disagreement(remotes); diff != "" {
+				lastErr = fmt.Errorf("exchanged state with %s but %s", peer, diff)
+				break
+			}
+			g.log.V(1).Info("Rejoined", "peer", peer, "rounds", round, "members", g.Members())
+			return nil
+		}
+
+		wait := settleWait
+		if !answered {
+			wait = failWait
+			failWait = min(2*failWait, maxFailWait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("membership: rejoin: %w (last: %v)", ctx.Err(), lastErr)
+		case <-t.C:
+		}
+	}
+}
+
+// exchange does one push/pull with peer and returns the member lists that
+// were merged meanwhile: the peer's, and, rarely, that of a member joining
+// us at the same moment (NotifyMerge cannot tell them apart; disagreement
+// requires all to agree, which only costs another round).
+func (g *Group) exchange(peer string) ([][]*memberlist.Node, error) {
+	var captured [][]*memberlist.Node
+	g.mu.Lock()
+	g.capture = &captured
+	g.mu.Unlock()
+	_, err := g.ml.Join([]string{peer})
+	g.mu.Lock()
+	g.capture = nil
+	g.mu.Unlock()
+	if err != nil {
+		// memberlist returns a multierror whose text spans lines; with a
+		// single peer there is a single error worth keeping.
+		var multi interface{ WrappedErrors() []error }
+		if errors.As(err, &multi) && len(multi.WrappedErrors()) == 1 {
+			err = multi.WrappedErrors()[0]
+		}
+		return nil, err
+	}
+	return captured, nil
+}
+
+// disagreement explains why the merged views do not yet agree, or returns
+// "" when they do.
+func (g *Group) disagreement(remotes [][]*memberlist.Node) string {
+	if len(remotes) == 0 {
+		return "no remote state was merged"
+	}
+	ours := g.Members()
+	for _, nodes := range remotes {
+		var theirs []string
+		for _, n := range nodes {
+			if n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect {
+				theirs = append(theirs, n.Name)
+			}
+		}
+		slices.Sort(theirs)
+		if _, found := slices.BinarySearch(theirs, g.name); !found {
+			return "the peer does not see us alive yet"
+		}
+		if !slices.Equal(ours, theirs) {
+			return fmt.Sprintf("views differ: ours %v, theirs %v", ours, theirs)
+		}
+	}
+	return ""
+}
+
+// candidates lists the addresses Rejoin may contact: the configured peers
+// and every member address seen so far, without duplicates and without our
+// own address (a push/pull with ourselves would "agree" trivially).
+func (g *Group) candidates() []string {
+	self := g.Addr()
+	selfHost, selfPort, _ := net.SplitHostPort(self)
+	isSelf := func(addr string) bool {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			// memberlist accepts a bare host and adds the bind port.
+			host, port = addr, strconv.Itoa(int(g.ml.LocalNode().Port))
+		}
+		if port != selfPort {
+			return false
+		}
+		ip := net.ParseIP(host)
+		return host == selfHost || (ip != nil && ip.Equal(net.ParseIP(selfHost)))
+	}
+
+	var out []string
+	add := func(addr string) {
+		if addr != "" && !isSelf(addr) && !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	for _, p := range g.peers {
+		add(p)
+	}
+	g.mu.Lock()
+	for name, addr := range g.addrs {
+		if name != g.name {
+			add(addr)
+		}
+	}
+	g.mu.Unlock()
+	return out
+}
+
+// release ends a Rejoin's hold on OnChange, whatever its outcome (a failed
+// Rejoin leaves this member alone, which is then its honest view), and
+// rings the doorbell so the current view is delivered.
+func (g *Group) release() {
+	g.mu.Lock()
+	g.rejoining--
+	g.rejoined = true
+	g.mu.Unlock()
+	g.ring()
+}
+
+func (g *Group) ring() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// notify runs the OnChange callback. It is the only goroutine that calls
+// it, which is what makes the "never concurrently" promise hold.
+func (g *Group) notify() {
+	defer g.wg.Done()
+	var last []string
+	delivered := false
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-g.changed:
+		}
+		t := time.NewTimer(coalesceWindow)
+		select {
+		case <-g.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		// Events that rang during the window are covered by the read
+		// below.
+		select {
+		case <-g.changed:
+		default:
+		}
+
+		g.mu.Lock()
+		held := g.rejoining > 0 || !g.rejoined
+		g.mu.Unlock()
+		if held || g.onChange == nil {
+			continue
+		}
+		members := g.Members()
+		if delivered && slices.Equal(members, last) {
+			continue
+		}
+		last, delivered = members, true
+		g.onChange(members)
+	}
+}
+
+// events receives memberlist's membership events. memberlist calls these
+// with its node lock held.
+type events Group
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	(*Group)(e).remember(n)
+	(*Group)(e).ring()
+}
+
+func (e *events) NotifyLeave(*memberlist.Node) { (*Group)(e).ring() }
+
+func (e *events) NotifyUpdate(n *memberlist.Node) {
+	(*Group)(e).remember(n)
+	(*Group)(e).ring()
+}
+
+func (g *Group) remember(n *memberlist.Node) {
+	g.mu.Lock()
+	g.addrs[n.Name] = n.Address()
+	g.mu.Unlock()
+}
+
+// merges lets Rejoin see the remote member list of a join's push/pull,
+// including the states memberlist does not otherwise expose (whether the
+// peer still thinks we are dead).
+type merges Group
+
+func (m *merges) NotifyMerge(peers []*memberlist.Node) error {
+	g := (*Group)(m)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.capture != nil {
+		copied := make([]*memberlist.Node, len(peers))
+		for i, p := range peers {
+			n := *p
+			copied[i] = &n
+		}
+		*g.capture = append(*g.capture, copied)
+	}
+	return nil
+}

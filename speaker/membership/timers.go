@@ -1,0 +1,151 @@
+package membership
+
+import (
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// The failure detector's timers. memberlist's LAN defaults (1 s probes,
+// 500 ms probe timeout, suspicion 4×) take 5-6 s to declare a crashed member
+// dead; the speaker's failover budget (DESIGN.md: traffic back within a
+// second, median) leaves the detector about half of that, the rest going to
+// gossiping the death, recomputing owners and announcing.
+//
+// For a member of a cluster of n ≤ 9 that crashes, memberlist's timeline is:
+//
+//	0 … ProbeInterval/(n-1)  until a peer probes it (each peer probes one member per interval)
+//	+ ProbeInterval          the probe fails: direct ack timeout, then indirect and TCP pings until the interval ends
+//	+ SuspicionMult × ProbeInterval
+//	                         suspicion timer (memberlist scales it by log10(n) only beyond 10 members)
+//	+ one GossipInterval     the death reaches the others
+//
+// Measured by the package tests on loopback, three members, a shared
+// 2-CPU machine (10 trials each):
+//
+//	crash (no Leave), seen by both others   median ~450-470 ms, max ~580-680 ms
+//	cut off the network, seen by both       ~480-590 ms
+//	Leave, seen by both others              median ~11 ms, max ~23 ms
+//
+// With suspicionMult 2 instead of 3 a crash is seen ~80 ms sooner (median
+// 384 ms, max 483 ms), but see suspicionMult for what that costs under load.
+const (
+	// probeInterval: how often each member probes one other member. 100 ms
+	// of UDP per member is nothing on a LAN (a ping and an ack of ~100
+	// bytes each, 10 per second).
+	probeInterval = 100 * time.Millisecond
+
+	// probeTimeout: how long to wait for the direct ack before asking
+	// others to probe indirectly. LAN round trips are well under a
+	// millisecond; 50 ms absorbs a GC pause or a scheduler hiccup on a busy
+	// node. The probe as a whole still has the rest of the interval for
+	// the indirect and TCP fallback pings, so a slow ack is not yet a
+	// suspicion.
+	probeTimeout = 50 * time.Millisecond
+
+	// suspicionMult: a suspected member has this many probe intervals to
+	// refute before it is declared dead. memberlist sets the number of
+	// independent confirmations it expects to suspicionMult-2; with 3 a
+	// suspicion raised by one member alone waits suspicionMaxTimeoutMult
+	// times longer unless a second member confirms it (Lifeguard's
+	// "dogpile" rule). That is what keeps one overloaded member that
+	// misses acks from declaring healthy ones dead, at the price of one
+	// extra probe interval of detection time compared with 2, where no
+	// confirmation is expected and one member's suspicion is enough.
+	//
+	// Measured with both CPUs saturated by spinning goroutines in the test
+	// process (which starves memberlist's goroutines far more than a busy
+	// node starves a separate speaker process: busy-loop processes caused
+	// no suspicion at all): with 3, tens of suspicions per 15 s, all
+	// refuted, no membership change in any run; with 2, one run in four
+	// flapped, 19 false deaths in 15 s. 4 or more would not buy more
+	// safety in a three-node cluster: memberlist would expect more
+	// confirmations than there are other members, drop the rule and use
+	// the plain (longer) timeout for every suspicion.
+	suspicionMult = 3
+
+	// suspicionMaxTimeoutMult bounds the unconfirmed suspicion: 4 × 300 ms
+	// = 1.2 s. Long enough for a healthy but slow member to get its refutation
+	// through, short enough that an isolated member still converges on its
+	// own view within a couple of seconds.
+	suspicionMaxTimeoutMult = 4
+
+	// awarenessMaxMultiplier: memberlist's self-awareness (Lifeguard's
+	// "local health"). A member whose own probes time out without the
+	// nacks that healthy peers would send, or that has to refute
+	// suspicions about itself, raises its health score and stretches its
+	// probe interval (and with it the time it waits for indirect and TCP
+	// acks) by up to this factor. The point is that the member most likely
+	// to be wrong, the overloaded one, slows down its accusations instead
+	// of spreading them. It costs nothing on a healthy cluster: the score
+	// is 0 and detection by healthy members is unchanged. memberlist's
+	// default of 8 lets a degraded member probe only every 800 ms at worst;
+	// other members keep probing at full speed, so failover is not slowed,
+	// and a degraded member's view matters less than its accusations. It
+	// also means a member cut off from the LAN (score 4-5 in the tests)
+	// takes 1.5 s rather than 0.5 s to consider itself alone, which is
+	// harmless: nobody can hear it then, and it must Rejoin afterwards
+	// anyway. Under saturated CPU the score reached 1-2.
+	awarenessMaxMultiplier = 8
+
+	// gossipInterval: how often queued broadcasts (suspect, dead, alive,
+	// a leave) are sent to gossipNodes random members, beyond what
+	// piggybacks on probes. An idle tick sends nothing, so a short interval
+	// is cheap and is what makes a leave or a death reach everyone within
+	// a few tens of milliseconds.
+	gossipInterval = 20 * time.Millisecond
+	gossipNodes    = 3
+
+	// gossipToTheDeadTime: members still gossip to a member this long after
+	// declaring it dead, which lets a member that was only cut off see the
+	// accusation and refute it as soon as its link is back, even before
+	// the speaker calls Rejoin. memberlist's LAN default; it costs only
+	// packets that are dropped while the member is really gone.
+	gossipToTheDeadTime = 30 * time.Second
+
+	// pushPullInterval: full state exchange with one random live member,
+	// the anti-entropy that repairs anything gossip lost. A speaker
+	// cluster's state is tiny (one entry per node), so every 10 s instead
+	// of 30 s costs little and bounds how long a lost broadcast lingers.
+	pushPullInterval = 10 * time.Second
+
+	// tcpTimeout bounds dialing and reading a stream (push/pull, join).
+	// A LAN answers in milliseconds; one second keeps Rejoin moving past
+	// peers that are down instead of waiting memberlist's default 10 s on
+	// each.
+	tcpTimeout = time.Second
+
+	// retransmitMult: each broadcast is sent retransmitMult × ⌈log10(n+1)⌉
+	// times. memberlist's LAN default; with gossipNodes peers per tick a
+	// broadcast in a small cluster is done within two ticks, which is
+	// also how long Leave blocks.
+	retransmitMult = 4
+
+	// indirectChecks: how many members are asked to probe a member whose
+	// direct ack is late. Default; in a cluster of three only one can.
+	indirectChecks = 3
+)
+
+// memberlistConfig turns the tuned constants into a memberlist config. It
+// starts from DefaultLANConfig so that settings not mentioned here keep
+// memberlist's own LAN choices.
+func memberlistConfig() *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.ProbeInterval = probeInterval
+	c.ProbeTimeout = probeTimeout
+	c.SuspicionMult = suspicionMult
+	c.SuspicionMaxTimeoutMult = suspicionMaxTimeoutMult
+	c.AwarenessMaxMultiplier = awarenessMaxMultiplier
+	c.GossipInterval = gossipInterval
+	c.GossipNodes = gossipNodes
+	c.GossipToTheDeadTime = gossipToTheDeadTime
+	c.PushPullInterval = pushPullInterval
+	c.TCPTimeout = tcpTimeout
+	c.RetransmitMult = retransmitMult
+	c.IndirectChecks = indirectChecks
+	// Encryption is mandatory: refuse plaintext in both directions, so a
+	// member without the key can neither read nor inject state.
+	c.GossipVerifyIncoming = true
+	c.GossipVerifyOutgoing = true
+	return c
+}
