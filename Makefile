@@ -6,12 +6,19 @@ FUZZTIME ?= 10s
 # Services for `make bench-controller`.
 N ?= 5000
 
-.PHONY: all build test lint unit fuzz integration bench bench-controller clean
+.PHONY: demo demo-down all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
+# The whole system in network namespaces, with a failover; needs root.
+demo:
+	bash hack/demo.sh
+
+demo-down:
+	bash hack/lab.sh down
+
 build:
-	$(GO) build -o bin/ ./controller/cmd/controller
+	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker
 
 test: lint unit fuzz integration
 

@@ -47,7 +47,7 @@ func run(args []string) int {
 	bindAddr := fs.String("bind-addr", "", "address memberlist listens on and advertises (default: the node's InternalIP)")
 	bindPort := fs.Int("bind-port", membership.DefaultPort, "memberlist port (TCP and UDP)")
 	peers := fs.String("peers", "", "comma-separated host[:port] of other speakers (default: the InternalIPs of every Node)")
-	ifaces := fs.String("interfaces", "", "comma-separated interfaces to answer on (default: every up, non-loopback interface that can ARP, except bond and bridge members)")
+	ifaces := fs.String("interfaces", "", "comma-separated interfaces to answer on (default: every up, non-loopback interface that can ARP and has a global unicast address, except bond and bridge members)")
 	metricsAddr := fs.String("metrics-addr", ":7474", "address for /metrics; empty disables")
 	healthAddr := fs.String("health-addr", ":7475", "address for /healthz and /readyz; empty disables")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
@@ -91,6 +91,9 @@ func run(args []string) int {
 		return 1
 	}
 	ifis, err := layer2.Interfaces(splitList(*ifaces))
+	if *ifaces == "" {
+		ifis = withGlobalAddress(ifis)
+	}
 	if err != nil || len(ifis) == 0 {
 		logger.Error(err, "No interface to answer ARP/NDP on", "allowList", *ifaces)
 		return 1
@@ -205,6 +208,28 @@ func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, rejoin
 			sp.SetIsolated(false)
 		}
 	}
+}
+
+// withGlobalAddress keeps the interfaces that carry a global unicast
+// address. Without an allow-list this is what tells the node's LAN NICs
+// from the host ends of pod veths, which can ARP too but lead only to
+// pods: answering there would cost sockets per pod and spray gratuitous
+// ARP into every pod.
+func withGlobalAddress(ifis []net.Interface) []net.Interface {
+	var out []net.Interface
+	for _, ifi := range ifis {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(addrs, func(a net.Addr) bool {
+			ipn, ok := a.(*net.IPNet)
+			return ok && ipn.IP.IsGlobalUnicast()
+		}) {
+			out = append(out, ifi)
+		}
+	}
+	return out
 }
 
 // addresses picks this speaker's memberlist address and its peers.
