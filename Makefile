@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # Services for `make bench-controller`.
 N ?= 5000
 
-.PHONY: demo demo-down all build test lint unit fuzz integration bench bench-controller clean
+.PHONY: demo demo-down images e2e bench-failover all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
@@ -44,6 +44,21 @@ fuzz:
 integration:
 	bash hack/control-plane.sh build
 	$(GO) test -tags integration -count=1 -timeout 20m ./...
+
+# Tier 3: the network lab (root, network namespaces): ARP/NDP, failover,
+# failback, speaker crash and stop, API server down, no false failover
+# under load.
+e2e:
+	bash hack/control-plane.sh build
+	$(GO) test -tags e2e -count=1 -timeout 40m ./hack/e2e/
+
+# OCI image archives bin/images/{controller,speaker}.tar, no Docker needed.
+images:
+	bash hack/images.sh
+
+# Failover, failback, handoff, steady-state and RSS figures in the lab.
+bench-failover:
+	bash hack/bench-failover.sh
 
 # Allocator benchmark: ns/alloc and B/alloc at n=1000 and n=60000.
 bench:

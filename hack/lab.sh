@@ -10,6 +10,8 @@
 #   hack/lab.sh speaker start|stop|kill|restart NODE|all
 #                                          start (rebuilds the binary), SIGTERM, SIGKILL
 #   hack/lab.sh cut NODE / uncut NODE      set the node's bridge-side veth down/up (a pulled cable)
+#   hack/lab.sh apiserver stop|start       SIGTERM the control plane's kube-apiserver / start it
+#                                          again with the same command line (and wait for /readyz)
 #   hack/lab.sh endpoints SERVICE NS [NODE...]
 #                                          write the Service's EndpointSlice(s) with ready
 #                                          endpoints on NODEs (none: no endpoints)
@@ -528,7 +530,7 @@ do_down() {
 		fi
 		ip netns del "$ns"
 	done
-	rm -rf "$RUN" "$KUBECONFIG_LAB"
+	rm -rf "$RUN" "$KUBECONFIG_LAB" "$LAB/kube-apiserver.cmdline"
 	rm -f "$STATE" "$STATE.tmp"
 	log "down"
 }
@@ -696,6 +698,67 @@ EOF
 	} | kc apply -f -
 }
 
+# apiserver stop|start: stop the control plane's kube-apiserver (its command
+# line is kept in .cache/lab/kube-apiserver.cmdline) or start it again with
+# that command line, same ports, inside the cp namespace. The PID goes to
+# the control plane's own pid file too, so `down` stops it as before.
+apiserver_pid() {
+	local pid cmdline
+	pid=$(state_get pid_kube-apiserver)
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+	[[ $cmdline == *"$CP_DIR/"* ]] || return 1
+	echo "$pid"
+}
+
+cmd_apiserver() {
+	local action=${1:-} pid i cmdf=$LAB/kube-apiserver.cmdline pidf=$CP_DIR/kube-apiserver.pid
+	need_root
+	require_up
+	case $action in
+	stop)
+		pid=$(apiserver_pid) || {
+			log "kube-apiserver is not running"
+			return 0
+		}
+		cp "/proc/$pid/cmdline" "$cmdf"
+		kill -TERM "$pid"
+		for ((i = 0; i < 150; i++)); do
+			apiserver_pid >/dev/null || break
+			((i == 100)) && kill -KILL "$pid" 2>/dev/null
+			sleep 0.1
+		done
+		! apiserver_pid >/dev/null || die "kube-apiserver (pid $pid) is still running"
+		log "kube-apiserver stopped (was pid $pid)"
+		;;
+	start)
+		if pid=$(apiserver_pid); then
+			log "kube-apiserver is already running (pid $pid)"
+			return 0
+		fi
+		[[ -s $cmdf ]] || die "no saved kube-apiserver command line (${cmdf#"$ROOT"/}); was it stopped with 'apiserver stop'?"
+		local -a args
+		mapfile -d '' -t args <"$cmdf"
+		rm -f "$pidf"
+		printf '==== %s: restarted by hack/lab.sh apiserver start\n' "$(date '+%F %T')" >>"$CP_DIR/kube-apiserver.log"
+		# shellcheck disable=SC2016 # $$ and $@ expand in the child shell.
+		ip netns exec "$(ns_of cp)" setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" "${args[@]}" \
+			>>"$CP_DIR/kube-apiserver.log" 2>&1 </dev/null 7>&- 8>&- 9>&- &
+		for ((i = 0; i < 100; i++)); do
+			[[ -s $pidf ]] && break
+			sleep 0.05
+		done
+		[[ -s $pidf ]] || die "kube-apiserver did not start"
+		state_set pid_kube-apiserver "$(cat "$pidf")"
+		wait_for 90 "kube-apiserver (${CP_DIR#"$ROOT"/}/kube-apiserver.log)" apiserver_ready
+		log "kube-apiserver running again (pid $(cat "$pidf"))"
+		;;
+	*) die "usage: hack/lab.sh apiserver stop|start" ;;
+	esac
+}
+
+apiserver_ready() { [[ $(kc get --raw /readyz 2>/dev/null) == ok ]]; }
+
 KUBECTL=$(bash "$ROOT/hack/control-plane.sh" kubectl-path)
 
 case ${1:-} in
@@ -712,6 +775,7 @@ speaker)
 	;;
 cut) cmd_cut down "${2:-}" ;;
 uncut) cmd_cut up "${2:-}" ;;
+apiserver) cmd_apiserver "${2:-}" ;;
 endpoints)
 	shift
 	cmd_endpoints "$@"
