@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -118,14 +119,16 @@ func run(args []string) int {
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
 	})
-	grp, err := membership.New(membership.Config{
+	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
 		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
-	})
+	}
+	grp, err := membership.New(mcfg)
 	if err != nil {
 		logger.Error(err, "Cannot start memberlist", "bind", net.JoinHostPort(self, strconv.Itoa(*bindPort)))
 		return 1
 	}
+	var grpMu sync.Mutex // guards grp, which watchLinks replaces
 	done := make(chan struct{})
 	go func() { defer close(done); sp.Run(runCtx) }()
 	serve(runCtx, *metricsAddr, "/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
@@ -141,18 +144,50 @@ func run(args []string) int {
 	serve(runCtx, *healthAddr, "/", mux)
 
 	rejoin := func() {
+		grpMu.Lock()
+		g := grp
+		grpMu.Unlock()
 		rctx, cancel := context.WithTimeout(runCtx, 10*time.Second)
 		defer cancel()
-		if err := grp.Rejoin(rctx); err != nil {
+		if err := g.Rejoin(rctx); err != nil {
 			logger.Info("Could not merge with other speakers; going on alone", "err", err.Error())
 		}
 	}
 	rejoin()
-	go watchLinks(runCtx, names, sp, rejoin)
+	links := linkHandler{
+		// While cut off, this member concludes that everyone else is dead.
+		// Those verdicts must not reach the others when the link returns:
+		// a healthy node that believed them would announce for a moment.
+		// So the member is dropped with its state and gossip queue, and a
+		// fresh one (new incarnation) merges in before anything is
+		// announced again.
+		down: func() {
+			grpMu.Lock()
+			defer grpMu.Unlock()
+			grp.Shutdown()
+		},
+		up: func() error {
+			g, err := membership.New(mcfg)
+			if err != nil {
+				return err
+			}
+			grpMu.Lock()
+			grp = g
+			grpMu.Unlock()
+			rejoin()
+			// The speaker still holds the view from before the cut; hand it
+			// the merged one before it may announce again.
+			sp.MembersChanged(g.Members())
+			return nil
+		},
+	}
+	go watchLinks(runCtx, names, sp, links)
 	logger.Info("Speaker running", "interfaces", names, "memberlist", net.JoinHostPort(self, strconv.Itoa(*bindPort)), "peers", peerList)
 
 	<-sigCtx.Done()
 	logger.Info("Stopping: leaving the cluster so another node takes over")
+	grpMu.Lock()
+	defer grpMu.Unlock()
 	if err := grp.Leave(500 * time.Millisecond); err != nil {
 		logger.Error(err, "Leave")
 	}
@@ -180,11 +215,18 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 	}
 }
 
+// linkHandler is what watchLinks does when every link goes down and when
+// one comes back.
+type linkHandler struct {
+	down func()
+	up   func() error
+}
+
 // watchLinks makes the speaker announce nothing while every managed
-// interface has lost carrier, and, once a link is back, only after its view
-// of the cluster has been merged again: during the cut everyone else
+// interface has lost carrier, and, once a link is back, only after a fresh
+// membership has merged with the cluster: during the cut everyone else
 // looked dead, and acting on that view would make two nodes answer.
-func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, rejoin func()) {
+func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, h linkHandler) {
 	logger := klog.FromContext(ctx)
 	up := true
 	t := time.NewTicker(20 * time.Millisecond)
@@ -199,12 +241,17 @@ func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, rejoin
 		switch {
 		case up && !any:
 			up = false
-			logger.Info("Every link is down; announcing nothing until it returns and the cluster view is merged")
+			logger.Info("Every link is down; announcing nothing and leaving memberlist until a link returns")
 			sp.SetIsolated(true)
+			h.down()
 		case !up && any:
+			logger.Info("Link is back; rejoining with a fresh membership before announcing")
+			if err := h.up(); err != nil {
+				// Stay isolated and try again on the next tick.
+				logger.Error(err, "Cannot restart memberlist")
+				continue
+			}
 			up = true
-			logger.Info("Link is back; merging the cluster view before announcing")
-			rejoin()
 			sp.SetIsolated(false)
 		}
 	}
