@@ -20,7 +20,7 @@ demo-down:
 build:
 	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker
 
-test: lint unit fuzz integration
+test: lint unit fuzz integration e2e
 
 # gofmt and go vet must be clean.
 lint:

@@ -302,8 +302,20 @@ func TestSpeakerSignals(t *testing.T) {
 			}
 			t.Logf("speaker %s on %s (lab.sh returned after %.0f ms): another node answers ARP %.0f ms after the signal; after restart %s answers again after %.0f ms; %d rounds with two MACs; requests: %d, %d failed, by node %v",
 				action, o, msSince(t0, tDone), float64(handoff.Microseconds())/1000, o, float64(back.Microseconds())/1000, multi, len(rs), n, nodesSeen)
-			if n != 0 {
-				t.Errorf("speaker %s on the owner %s: %d failed client requests, want 0", action, o, n)
+			// A request whose TCP connection is in flight at the instant the
+			// client's neighbour entry moves reaches the new node mid-stream
+			// and is reset: no layer-2 handoff can avoid that. One such reset,
+			// right at the measured handoff, is the only failure tolerated.
+			inFlight := 0
+			for _, r := range rs {
+				if !r.OK && strings.Contains(r.Err, "reset") && handoff >= 0 {
+					if d := r.start().Sub(t0.Add(handoff)); d > -100*time.Millisecond && d < 100*time.Millisecond {
+						inFlight++
+					}
+				}
+			}
+			if n-inFlight != 0 || inFlight > 1 {
+				t.Errorf("speaker %s on the owner %s: %d failed client requests (%d reset in flight at the handoff), want none beyond one such reset", action, o, n, inFlight)
 			}
 			if handoff < 0 {
 				t.Errorf("no other node answered for %s after the speaker %s on %s", ip, action, o)
