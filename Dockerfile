@@ -2,7 +2,7 @@
 #
 # ironlb images for people who build with Docker (BuildKit, the default
 # since Docker 23). Without Docker, hack/images.sh writes the same images as
-# OCI archives.
+# image archives.
 #
 #   docker build --build-arg BINARY=controller -t ironlb/controller:v0.1.0 .
 #   docker build --build-arg BINARY=speaker    -t ironlb/speaker:v0.1.0 .

@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Builds the controller and speaker images without a container engine:
-# static binaries (CGO_ENABLED=0, -trimpath, -ldflags "-s -w") in OCI image
-# archives on an empty base, nothing pulled from a registry.
+# Builds ironlb's images without a container engine and without pulling
+# anything: static binaries (CGO_ENABLED=0, -trimpath, -ldflags "-s -w") on
+# an empty base, written by go-containerregistry (hack/images/main.go says
+# why each choice).
 #
-#   hack/images.sh [controller] [speaker]
+#   hack/images.sh [controller] [speaker] [pause] [backend]
 #
-# writes bin/images/controller.tar (docker.io/ironlb/controller:$TAG) and
-# bin/images/speaker.tar (docker.io/ironlb/speaker:$TAG). Load them with
+# With no names it builds all four, into bin/images/NAME.tar, named
+# docker.io/$REPO/NAME:$TAG:
+#   controller  the controller (manifests/ironlb.yaml)
+#   speaker     the speaker DaemonSet (manifests/ironlb.yaml)
+#   pause       the pod sandbox image, for a containerd that cannot pull
+#               registry.k8s.io/pause (its sandbox_image)
+#   backend     the HTTP server the test and demo Services run: GET /health
+#               answers "UP <node>"
+#
+# The archives are in `docker save` format (manifest.json, config, layer),
+# which all three loaders below take and name the image from (RepoTags):
 #   kind load image-archive bin/images/controller.tar
 #   ctr -n k8s.io images import bin/images/controller.tar
 #   docker load -i bin/images/controller.tar
+# Building twice gives byte-identical archives.
 #
 # Environment:
 #   TAG                image tag (default v0.1.0, the tag manifests/ironlb.yaml uses)
-#   REPO               repository prefix (default ironlb: ironlb/controller, ironlb/speaker)
+#   REPO               repository prefix (default ironlb: ironlb/controller, ...)
 #   ARCH               target GOARCH (default: this machine's)
 #   OUT                output directory (default bin/images)
-#   SOURCE_DATE_EPOCH  timestamp of every file in the images (default 0)
+#   SOURCE_DATE_EPOCH  time of the image and of every file in it (default 0)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

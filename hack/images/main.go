@@ -1,21 +1,29 @@
-// Command images builds the controller and speaker as static binaries and
-// writes each as an OCI image archive, without a container engine and
+// Command images builds ironlb's images without a container engine and
 // without pulling anything from a registry:
 //
-//	go run ./hack/images [-out bin/images] [-tag v0.1.0] [-arch amd64] [controller speaker]
+//	go run ./hack/images [-out bin/images] [-repo ironlb] [-tag v0.1.0] [-arch amd64] [NAME...]
 //
-// (hack/images.sh runs it from the repository root.) Each archive is an OCI
-// image layout in a tar: oci-layout, index.json, and under blobs/sha256/ the
-// manifest, the config and one gzip layer holding the binary at /NAME plus a
-// minimal /etc/passwd and /etc/group. There is no base image. index.json
-// names the image for containerd (io.containerd.image.name, read by
-// `ctr images import` and so by `kind load image-archive`) and by the OCI
-// annotation org.opencontainers.image.ref.name (the tag, as BuildKit and
-// containerd write it). A Docker-style manifest.json is written too, so
-// `docker load` also names the image.
+// (hack/images.sh runs it from the repository root.) NAME is controller,
+// speaker, pause or backend; without names it builds all four. Each is a
+// static binary (CGO_ENABLED=0, so it runs with no libc; -trimpath and
+// -ldflags "-s -w", so it holds no build paths and no symbol tables) in an
+// image with no base: one layer with the binary at /NAME and an /etc/passwd
+// and /etc/group that name root and nobody.
 //
-// The archive depends only on the binary and the flags: every timestamp is
-// SOURCE_DATE_EPOCH (default 0) and gzip records no name or time.
+// go-containerregistry assembles the image (empty.Image, one layer, the
+// config) and writes it with tarball.Write as a `docker save` archive:
+// manifest.json, the config and the gzip layer. That format is the one that
+// `ctr images import`, `kind load image-archive` and `docker load` all
+// accept and name from manifest.json's RepoTags (REPO/NAME:TAG, which
+// containerd completes to docker.io/REPO/NAME:TAG), with no annotations to
+// get right. The importer writes the image manifest itself, so the config
+// digest, which is the image ID crictl shows, is what identifies an image
+// across machines.
+//
+// The archive depends only on the sources and the flags, so that building
+// twice gives the same bytes: the config's and the history's created time
+// and the time of every file, in the layer and in the archive, is
+// SOURCE_DATE_EPOCH (default 0), and gzip records no name or time.
 package main
 
 import (
@@ -23,9 +31,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,22 +42,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// OCI media types and annotations.
-const (
-	mediaTypeIndex    = "application/vnd.oci.image.index.v1+json"
-	mediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-	annotationRefName   = "org.opencontainers.image.ref.name"
-	annotationImageName = "io.containerd.image.name" // containerd's full image name
-	annotationCreated   = "org.opencontainers.image.created"
+	ref "github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // component describes one image.
 type component struct {
+	Package string // Go package of the binary, relative to the module root
 	// User is the image's default user; the manifests set it explicitly too.
 	User  string
 	Ports []string
@@ -61,11 +61,40 @@ type component struct {
 
 var components = map[string]component{
 	// Non-root, as the restricted Pod Security Standard wants.
-	"controller": {User: "65534:65534", Ports: []string{"7472/tcp", "7473/tcp"}, Title: "ironlb controller"},
+	"controller": {
+		Package: "./controller/cmd/controller",
+		User:    "65534:65534",
+		Ports:   []string{"7472/tcp", "7473/tcp"},
+		Title:   "ironlb controller",
+	},
 	// Root, with every capability but NET_RAW dropped by the DaemonSet:
 	// Kubernetes gives added capabilities to a non-root process only in
 	// its bounding set.
-	"speaker": {User: "0:0", Ports: []string{"7474/tcp", "7475/tcp", "7946/tcp", "7946/udp"}, Title: "ironlb speaker"},
+	"speaker": {
+		Package: "./speaker/cmd/speaker",
+		User:    "0:0",
+		Ports:   []string{"7474/tcp", "7475/tcp", "7946/tcp", "7946/udp"},
+		Title:   "ironlb speaker",
+	},
+	// The pod sandbox for a containerd without a registry (its
+	// sandbox_image). 65535 is the user the upstream pause image runs as.
+	"pause": {
+		Package: "./hack/cluster/pause",
+		User:    "65535:65535",
+		Title:   "ironlb pause (pod sandbox)",
+	},
+	// The HTTP server behind the test and demo Services.
+	"backend": {
+		Package: "./hack/cluster/backend",
+		User:    "65534:65534",
+		Ports:   []string{"8080/tcp"},
+		Title:   "ironlb test backend",
+	},
+}
+
+// Names lists the components in build order.
+func Names() []string {
+	return []string{"controller", "speaker", "pause", "backend"}
 }
 
 // Options name and place the images.
@@ -82,13 +111,13 @@ func main() {
 	repo := flag.String("repo", "ironlb", "image repository prefix: REPO/NAME:TAG (docker.io is implied, as in the manifests)")
 	arch := flag.String("arch", runtime.GOARCH, "target architecture (GOARCH)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [controller] [speaker]\n\nBuilds static binaries and writes OCI image archives OUT/NAME.tar.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [%s]...\n\nBuilds static binaries and writes image archives OUT/NAME.tar (all images without names).\n\n", strings.Join(Names(), "|"))
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	names := flag.Args()
 	if len(names) == 0 {
-		names = []string{"controller", "speaker"}
+		names = Names()
 	}
 	created, err := sourceDateEpoch()
 	if err != nil {
@@ -99,18 +128,16 @@ func main() {
 		fail(err)
 	}
 	opts := Options{Repo: *repo, Tag: *tag, Arch: *arch, Created: created}
-	ctx := context.Background()
-	for _, name := range names {
-		path := filepath.Join(*out, name+".tar")
-		digest, err := Build(ctx, root, name, path, opts)
+	built, err := Build(context.Background(), root, *out, names, opts)
+	if err != nil {
+		fail(err)
+	}
+	for _, b := range built {
+		fi, err := os.Stat(b.Path)
 		if err != nil {
 			fail(err)
 		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Printf("%s: %s (linux/%s) manifest %s, %.1f MiB\n", path, ImageName(name, opts), opts.Arch, digest, float64(fi.Size())/(1<<20))
+		fmt.Printf("%s: %s (linux/%s) image ID %s, %.1f MiB\n", b.Path, ImageName(b.Name, opts), opts.Arch, b.ID, float64(fi.Size())/(1<<20))
 	}
 }
 
@@ -128,154 +155,126 @@ func ImageName(name string, o Options) string {
 	return repo + ":" + o.Tag
 }
 
-// Build compiles ./NAME/cmd/NAME of the module at root and writes its image
-// archive to path. It returns the manifest digest.
-func Build(ctx context.Context, root, name, path string, o Options) (string, error) {
-	if _, ok := components[name]; !ok {
-		return "", fmt.Errorf("unknown component %q (want controller or speaker)", name)
+// RepoTag is the image's name in the archive's manifest.json, as `docker
+// save` writes it: without docker.io/, which every importer adds back.
+func RepoTag(name string, o Options) string {
+	return o.Repo + "/" + name + ":" + o.Tag
+}
+
+// Built is one image archive Build wrote.
+type Built struct {
+	Name string
+	Path string
+	ID   v1.Hash // the config digest, which containerd and Docker call the image ID
+}
+
+// Build compiles the named components of the module at root in one go build
+// and writes OUT/NAME.tar for each.
+func Build(ctx context.Context, root, out string, names []string, o Options) ([]Built, error) {
+	pkgs := make([]string, 0, len(names))
+	for _, n := range names {
+		c, ok := components[n]
+		if !ok {
+			return nil, fmt.Errorf("unknown image %q (want one of %s)", n, strings.Join(Names(), ", "))
+		}
+		pkgs = append(pkgs, c.Package)
 	}
 	tmp, err := os.MkdirTemp("", "ironlb-images-")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, name)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./"+name+"/cmd/"+name)
+	// With -o DIR/ go build names each binary after its package's last
+	// path element, which is the image name for every component.
+	args := append([]string{"build", "-trimpath", "-ldflags", "-s -w", "-o", tmp + "/"}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+o.Arch)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building %s: %w", name, err)
+		return nil, fmt.Errorf("go build %s: %w", strings.Join(pkgs, " "), err)
 	}
-	binary, err := os.ReadFile(bin)
-	if err != nil {
-		return "", err
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
+	var built []Built
+	for _, n := range names {
+		binary, err := os.ReadFile(filepath.Join(tmp, n))
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(out, n+".tar")
+		id, err := writeFile(path, n, binary, o)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		built = append(built, Built{Name: n, Path: path, ID: id})
 	}
+	return built, nil
+}
+
+// writeFile writes the archive next to path and renames it into place, so
+// that an interrupted build never leaves a truncated archive behind.
+func writeFile(path, name string, binary []byte, o Options) (v1.Hash, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+name+".tar.*")
 	if err != nil {
-		return "", err
+		return v1.Hash{}, err
 	}
 	defer os.Remove(f.Name())
-	digest, err := WriteArchive(f, name, binary, o)
+	id, err := WriteArchive(f, name, binary, o)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", err
+		return v1.Hash{}, err
 	}
 	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return "", err
+		return v1.Hash{}, err
 	}
-	return digest, os.Rename(f.Name(), path)
+	return id, os.Rename(f.Name(), path)
 }
 
-// descriptor is an OCI content descriptor.
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Platform    *platform         `json:"platform,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-}
-
-type platform struct {
-	Architecture string `json:"architecture"`
-	OS           string `json:"os"`
-	Variant      string `json:"variant,omitempty"`
-}
-
-type index struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Manifests     []descriptor `json:"manifests"`
-}
-
-type manifest struct {
-	SchemaVersion int               `json:"schemaVersion"`
-	MediaType     string            `json:"mediaType"`
-	Config        descriptor        `json:"config"`
-	Layers        []descriptor      `json:"layers"`
-	Annotations   map[string]string `json:"annotations,omitempty"`
-}
-
-type imageConfig struct {
-	Created      string    `json:"created"`
-	Architecture string    `json:"architecture"`
-	Variant      string    `json:"variant,omitempty"`
-	OS           string    `json:"os"`
-	Config       execCfg   `json:"config"`
-	RootFS       rootFS    `json:"rootfs"`
-	History      []history `json:"history"`
-}
-
-type execCfg struct {
-	User         string              `json:"User,omitempty"`
-	ExposedPorts map[string]struct{} `json:"ExposedPorts,omitempty"`
-	Env          []string            `json:"Env,omitempty"`
-	Entrypoint   []string            `json:"Entrypoint"`
-	WorkingDir   string              `json:"WorkingDir,omitempty"`
-	Labels       map[string]string   `json:"Labels,omitempty"`
-}
-
-type rootFS struct {
-	Type    string   `json:"type"`
-	DiffIDs []string `json:"diff_ids"`
-}
-
-type history struct {
-	Created   string `json:"created"`
-	CreatedBy string `json:"created_by"`
-}
-
-// dockerManifest is one entry of the manifest.json `docker load` reads.
-type dockerManifest struct {
-	Config   string
-	RepoTags []string
-	Layers   []string
-}
-
-// WriteArchive writes the image of component name, with binary at /name,
-// as an OCI layout tar to w, and returns the manifest digest.
-func WriteArchive(w io.Writer, name string, binary []byte, o Options) (string, error) {
+// Image is the image of component name with binary at /name.
+func Image(name string, binary []byte, o Options) (v1.Image, error) {
 	comp, ok := components[name]
 	if !ok {
-		return "", fmt.Errorf("unknown component %q", name)
+		return nil, fmt.Errorf("unknown image %q", name)
 	}
-	created := o.Created.UTC().Format(time.RFC3339)
-
 	layerTar, err := rootfs(name, binary, o.Created)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var layer bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&layer, gzip.BestCompression)
+	layer, err := tarball.LayerFromOpener(
+		func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar)), nil },
+		// An image is built once and copied to every node: spend the
+		// CPU on a smaller layer.
+		tarball.WithCompressionLevel(gzip.BestCompression),
+		// The digest and the archive need the same compressed bytes:
+		// compress once.
+		tarball.WithCompressedCaching,
+	)
 	if err != nil {
-		return "", err
-	}
-	if _, err := zw.Write(layerTar); err != nil {
-		return "", err
-	}
-	if err := zw.Close(); err != nil {
-		return "", err
+		return nil, err
 	}
 
-	ports := map[string]struct{}{}
-	for _, p := range comp.Ports {
-		ports[p] = struct{}{}
+	var ports map[string]struct{}
+	if len(comp.Ports) > 0 {
+		ports = map[string]struct{}{}
+		for _, p := range comp.Ports {
+			ports[p] = struct{}{}
+		}
 	}
 	variant := ""
 	if o.Arch == "arm64" {
 		variant = "v8"
 	}
-	cfg, err := json.Marshal(imageConfig{
+	created := v1.Time{Time: o.Created.UTC()}
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
 		Created:      created,
 		Architecture: o.Arch,
 		Variant:      variant,
 		OS:           "linux",
-		Config: execCfg{
+		Config: v1.Config{
 			User:         comp.User,
 			ExposedPorts: ports,
 			Entrypoint:   []string{"/" + name},
@@ -283,70 +282,85 @@ func WriteArchive(w io.Writer, name string, binary []byte, o Options) (string, e
 			Labels: map[string]string{
 				"org.opencontainers.image.title":    comp.Title,
 				"org.opencontainers.image.version":  o.Tag,
+				"org.opencontainers.image.created":  o.Created.UTC().Format(time.RFC3339),
 				"org.opencontainers.image.source":   "https://github.com/ironlb/ironlb",
 				"org.opencontainers.image.licenses": "Apache-2.0",
 			},
 		},
-		RootFS:  rootFS{Type: "layers", DiffIDs: []string{digestOf(layerTar)}},
-		History: []history{{Created: created, CreatedBy: "hack/images: /" + name + " (go build -trimpath, CGO_ENABLED=0), /etc/passwd, /etc/group"}},
+		RootFS: v1.RootFS{Type: "layers"},
 	})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	cfgDesc := descriptor{MediaType: mediaTypeConfig, Digest: digestOf(cfg), Size: int64(len(cfg))}
-	layerDesc := descriptor{MediaType: mediaTypeLayer, Digest: digestOf(layer.Bytes()), Size: int64(layer.Len())}
-	man, err := json.Marshal(manifest{
-		SchemaVersion: 2,
-		MediaType:     mediaTypeManifest,
-		Config:        cfgDesc,
-		Layers:        []descriptor{layerDesc},
-		Annotations:   map[string]string{annotationCreated: created},
-	})
-	if err != nil {
-		return "", err
-	}
-	manDesc := descriptor{
-		MediaType: mediaTypeManifest, Digest: digestOf(man), Size: int64(len(man)),
-		Platform: &platform{Architecture: o.Arch, OS: "linux", Variant: variant},
-		Annotations: map[string]string{
-			annotationImageName: ImageName(name, o),
-			annotationRefName:   o.Tag,
+	// Append records the layer's diff_id in the config's rootfs.
+	return mutate.Append(img, mutate.Addendum{
+		Layer: layer,
+		History: v1.History{
+			Created:   created,
+			CreatedBy: "hack/images: /" + name + " (go build -trimpath, CGO_ENABLED=0), /etc/passwd, /etc/group",
 		},
-	}
-	idx, err := json.Marshal(index{SchemaVersion: 2, MediaType: mediaTypeIndex, Manifests: []descriptor{manDesc}})
-	if err != nil {
-		return "", err
-	}
-	dockerTag := strings.TrimPrefix(ImageName(name, o), "docker.io/")
-	dm, err := json.Marshal([]dockerManifest{{
-		Config:   blobPath(cfgDesc.Digest),
-		RepoTags: []string{dockerTag},
-		Layers:   []string{blobPath(layerDesc.Digest)},
-	}})
-	if err != nil {
-		return "", err
-	}
+	})
+}
 
-	tw := tar.NewWriter(w)
-	files := []struct {
-		name string
-		data []byte
-	}{
-		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{"index.json", idx},
-		{"manifest.json", dm},
-		{"blobs/", nil},
-		{"blobs/sha256/", nil},
-		{blobPath(manDesc.Digest), man},
-		{blobPath(cfgDesc.Digest), cfg},
-		{blobPath(layerDesc.Digest), layer.Bytes()},
+// WriteArchive writes the image of component name, with binary at /name,
+// as a `docker save` archive to w and returns its image ID.
+func WriteArchive(w io.Writer, name string, binary []byte, o Options) (v1.Hash, error) {
+	img, err := Image(name, binary, o)
+	if err != nil {
+		return v1.Hash{}, err
 	}
-	for _, f := range files {
-		if err := writeEntry(tw, f.name, f.data, 0o644, o.Created); err != nil {
-			return "", err
+	tag, err := ref.NewTag(RepoTag(name, o))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	// tarball.Write leaves the archive's own entries (manifest.json, the
+	// config, the layer) at the zero time, which tar writes as 1970; stamp
+	// them with the build time too, streaming through a pipe rather than
+	// holding a second copy of the archive in memory.
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := tarball.Write(tag, img, pw)
+		pw.CloseWithError(err)
+		werr <- err
+	}()
+	err = restamp(w, pr, o.Created)
+	if err == nil {
+		// Read past the end-of-archive marker so the writer can finish.
+		_, err = io.Copy(io.Discard, pr)
+	}
+	pr.CloseWithError(err) // unblocks the writer if restamp failed
+	if werr := <-werr; werr != nil {
+		return v1.Hash{}, werr
+	}
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return img.ConfigName()
+}
+
+// restamp copies the tar archive r to w with every entry's time set to
+// mtime.
+func restamp(w io.Writer, r io.Reader, mtime time.Time) error {
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		hdr.ModTime = mtime
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
 		}
 	}
-	return manDesc.Digest, tw.Close()
+	return tw.Close()
 }
 
 // rootfs is the image's only layer: the binary and enough of /etc for a
@@ -389,15 +403,6 @@ func writeEntry(tw *tar.Writer, name string, data []byte, mode int64, mtime time
 	}
 	_, err := tw.Write(data)
 	return err
-}
-
-func digestOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-func blobPath(digest string) string {
-	return "blobs/sha256/" + strings.TrimPrefix(digest, "sha256:")
 }
 
 // sourceDateEpoch is the time stamped on every file and in the config.
