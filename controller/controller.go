@@ -70,6 +70,7 @@ type Controller struct {
 	metrics   *Metrics
 
 	leading atomic.Bool
+	started atomic.Bool // Run has synced its caches and the config once
 
 	mu     sync.Mutex
 	alloc  *ipam.Allocator
@@ -158,6 +159,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	// The config sync restores assignments before any worker can allocate.
 	c.syncConfig(ctx)
+	c.started.Store(true)
 	logger.Info("Controller started", "workers", c.opts.Workers, "namespace", c.opts.Namespace, "config", c.opts.ConfigName, "lbClass", c.opts.LBClass)
 	var wg sync.WaitGroup
 	for range c.opts.Workers {
@@ -169,13 +171,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether the controller has loaded a config and restored
-// the existing assignments.
-func (c *Controller) Ready() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cfg != nil
-}
+// Ready reports whether the controller's caches have synced and it has
+// looked at the config once, restoring the existing assignments when there
+// is one. A missing or refused config does not make it unready: it is then
+// doing its job (keeping every address, logging and reporting why new
+// Services wait), and a Deployment whose pod never became Ready would stall
+// every rollout until someone wrote a config.
+func (c *Controller) Ready() bool { return c.started.Load() }
 
 // Metrics returns the controller's metrics.
 func (c *Controller) Metrics() *Metrics { return c.metrics }

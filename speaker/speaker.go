@@ -51,6 +51,18 @@ type Options struct {
 	Namespace, ConfigName string
 	LBClass               string
 	Metrics               *Metrics
+	// LocalServing reports whether this node's service proxy already
+	// forwards to a local endpoint of svc (an externalTrafficPolicy: Local
+	// Service), and false only when it positively does not yet: kube-proxy
+	// programs a new endpoint up to a second after the EndpointSlice says
+	// it is ready. Nil means always. It is asked only when this node takes
+	// an address over from a speaker that is still alive, which keeps
+	// forwarding meanwhile (make-before-break); never on failover.
+	LocalServing func(ctx context.Context, svc *corev1.Service) bool
+	// LocalServingWait bounds how long a handover waits for LocalServing
+	// (default 5 s): a proxy that never says yes must not keep an address
+	// dark for good.
+	LocalServingWait time.Duration
 }
 
 // Speaker elects owners and drives the announcer.
@@ -83,7 +95,9 @@ type Speaker struct {
 	cfgRV    string
 
 	// Owned by the sync loop.
-	owners map[netip.Addr]string
+	owners  map[netip.Addr]string
+	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
+	retry   *time.Timer
 }
 
 // New builds a speaker; Run starts it.
@@ -93,8 +107,12 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 	}
 	s := &Speaker{
 		opts: opts, client: client, announcer: announcer, metrics: opts.Metrics,
-		kick:   make(chan struct{}, 1),
-		owners: map[netip.Addr]string{},
+		kick:    make(chan struct{}, 1),
+		owners:  map[netip.Addr]string{},
+		waiting: map[netip.Addr]time.Time{},
+	}
+	if s.opts.LocalServingWait <= 0 {
+		s.opts.LocalServingWait = 5 * time.Second
 	}
 	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripManagedFields))
 	handler := cache.ResourceEventHandlerFuncs{
@@ -206,19 +224,43 @@ func (s *Speaker) sync(ctx context.Context) {
 	nodes := s.electionNodes()
 	owners := election.Elect(addrs, nodes, members)
 	mine := map[netip.Addr][]string{}
+	held := false
 	if !isolated {
 		for _, a := range addrs {
-			if owners[a.IP] == s.opts.NodeName {
-				mine[a.IP] = interfacesFor(cfg, a.IP)
+			if owners[a.IP] != s.opts.NodeName {
+				delete(s.waiting, a.IP)
+				continue
 			}
+			if s.holdBack(ctx, a.IP, users[a.IP], members) {
+				held = true
+				continue
+			}
+			mine[a.IP] = interfacesFor(cfg, a.IP)
+		}
+	}
+	for ip := range s.waiting {
+		if _, ok := owners[ip]; !ok {
+			delete(s.waiting, ip)
 		}
 	}
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
+	if held {
+		s.retryIn(100 * time.Millisecond)
+	}
 
 	for ip, owner := range owners {
 		prev, had := s.owners[ip]
 		if had && prev == owner {
+			continue
+		}
+		if _, wait := s.waiting[ip]; wait {
+			// Not announced yet: keep the old owner on record so that the
+			// next sync still sees a handover, and the Event waits too.
+			owners[ip] = prev
+			if !had {
+				delete(owners, ip)
+			}
 			continue
 		}
 		if owner == s.opts.NodeName && !isolated {
@@ -232,6 +274,50 @@ func (s *Speaker) sync(ctx context.Context) {
 		}
 	}
 	s.owners = owners
+}
+
+// holdBack reports whether this node, the new owner of ip, should not
+// announce it yet: it takes ip over from a speaker that is still alive (so
+// clients reaching that node are still served), a Local Service uses ip,
+// and this node's proxy does not forward to its local endpoint yet.
+// Announcing then would draw the clients to a node that drops their
+// traffic for up to a second. The wait is bounded by LocalServingWait.
+func (s *Speaker) holdBack(ctx context.Context, ip netip.Addr, svcs []*corev1.Service, members []string) bool {
+	prev, had := s.owners[ip]
+	since, waiting := s.waiting[ip]
+	// A dead previous owner forwards nothing: that is a failover, which
+	// never waits, even when the owner died during a wait.
+	if s.opts.LocalServing == nil || !had || prev == s.opts.NodeName || !slices.Contains(members, prev) {
+		delete(s.waiting, ip)
+		return false
+	}
+	if !waiting {
+		since = time.Now()
+	}
+	for _, svc := range svcs {
+		if svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || s.opts.LocalServing(ctx, svc) {
+			continue
+		}
+		if time.Since(since) >= s.opts.LocalServingWait {
+			klog.FromContext(ctx).Info("The service proxy still has no local endpoint; announcing anyway", "ip", ip, "service", klog.KObj(svc), "waited", time.Since(since).Round(time.Millisecond))
+			break
+		}
+		if !waiting {
+			klog.FromContext(ctx).V(1).Info("Waiting for the service proxy to forward to the local endpoint before taking the address over", "ip", ip, "service", klog.KObj(svc), "from", prev)
+		}
+		s.waiting[ip] = since
+		return true
+	}
+	delete(s.waiting, ip)
+	return false
+}
+
+// retryIn kicks the sync loop after d, once however often it is asked.
+func (s *Speaker) retryIn(d time.Duration) {
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+	s.retry = time.AfterFunc(d, s.Kick)
 }
 
 // loadConfig takes the latest valid config; an invalid one keeps the last

@@ -93,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return
 		}
 		if !c.Ready() {
-			http.Error(w, "waiting for caches and the address-pool config", http.StatusServiceUnavailable)
+			http.Error(w, "waiting for the caches to sync", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

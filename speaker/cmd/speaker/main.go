@@ -118,6 +118,7 @@ func run(args []string) int {
 	registerLayer2(metrics.Registry, ann)
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
+		LocalServing: proxyServes(self),
 	})
 	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
@@ -181,8 +182,9 @@ func run(args []string) int {
 			return nil
 		},
 	}
-	go watchLinks(runCtx, names, sp, links)
-	logger.Info("Speaker running", "interfaces", names, "memberlist", net.JoinHostPort(self, strconv.Itoa(*bindPort)), "peers", peerList)
+	watched := carrying(ifis, self)
+	go watchLinks(runCtx, watched, sp, links)
+	logger.Info("Speaker running", "interfaces", names, "isolationWatch", watched, "memberlist", net.JoinHostPort(self, strconv.Itoa(*bindPort)), "peers", peerList)
 
 	<-sigCtx.Done()
 	logger.Info("Stopping: leaving the cluster so another node takes over")
@@ -199,6 +201,32 @@ func run(args []string) int {
 	grp.Shutdown()
 	ann.Close()
 	return 0
+}
+
+// proxyServes asks the node's service proxy whether it forwards to a
+// local endpoint of a Local Service: kube-proxy (and the proxies that
+// replace it) answer on the Service's healthCheckNodePort with 200 when
+// they have a local endpoint programmed and 503 when not, which is how
+// cloud load balancers pick nodes. Only a 503 counts as "not yet": no
+// answer (another proxy, a firewall) must not hold an address back.
+func proxyServes(nodeIP string) func(context.Context, *corev1.Service) bool {
+	client := &http.Client{Timeout: 250 * time.Millisecond}
+	return func(ctx context.Context, svc *corev1.Service) bool {
+		port := svc.Spec.HealthCheckNodePort
+		if port == 0 || nodeIP == "" {
+			return true
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(nodeIP, strconv.Itoa(int(port)))+"/", nil)
+		if err != nil {
+			return true
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return true
+		}
+		resp.Body.Close()
+		return resp.StatusCode != http.StatusServiceUnavailable
+	}
 }
 
 // announcer adapts the layer-2 Announcer, whose SetOwned reports errors
@@ -255,6 +283,45 @@ func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, h link
 			sp.SetIsolated(false)
 		}
 	}
+}
+
+// carrying returns the names of the interfaces that hold addr, the
+// address memberlist uses, or every name when none does (memberlist bound
+// to an address on another interface). Only those links tell whether this
+// node can still reach the others: on a Kubernetes node a CNI bridge such
+// as cni0 keeps carrier while the node's cable is pulled, and counting it
+// would keep a cut-off member running, whose "everyone else is dead"
+// verdicts then reach the cluster when the cable returns.
+func carrying(ifis []net.Interface, addr string) []string {
+	ip := net.ParseIP(addr)
+	held := make(map[string][]net.IP, len(ifis))
+	for _, ifi := range ifis {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				held[ifi.Name] = append(held[ifi.Name], ipn.IP)
+			}
+		}
+	}
+	return holders(ifis, held, ip)
+}
+
+// holders is carrying's decision, apart from the system calls.
+func holders(ifis []net.Interface, held map[string][]net.IP, ip net.IP) []string {
+	var out, all []string
+	for _, ifi := range ifis {
+		all = append(all, ifi.Name)
+		if ip != nil && slices.ContainsFunc(held[ifi.Name], ip.Equal) {
+			out = append(out, ifi.Name)
+		}
+	}
+	if len(out) == 0 {
+		return all
+	}
+	return out
 }
 
 // withGlobalAddress keeps the interfaces that carry a global unicast
