@@ -6,21 +6,22 @@ FUZZTIME ?= 10s
 # Services for `make bench-controller`.
 N ?= 5000
 
-.PHONY: demo demo-down images e2e bench-failover all build test lint unit fuzz integration bench bench-controller clean
+.PHONY: demo demo-down images e2e cluster-e2e bench-failover bench-cluster all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
-# The whole system in network namespaces, with a failover; needs root.
+# The user's journey on a real cluster in network namespaces (kubelet,
+# containerd, kube-proxy), with a node failover; needs root.
 demo:
 	bash hack/demo.sh
 
 demo-down:
-	bash hack/lab.sh down
+	bash hack/cluster.sh down
 
 build:
 	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker
 
-test: lint unit fuzz integration e2e
+test: lint unit fuzz integration e2e cluster-e2e
 
 # gofmt and go vet must be clean.
 lint:
@@ -52,13 +53,25 @@ e2e:
 	bash hack/control-plane.sh build
 	$(GO) test -tags e2e -count=1 -timeout 40m ./hack/e2e/
 
-# OCI image archives bin/images/{controller,speaker}.tar, no Docker needed.
+# Tier 4: a real cluster (hack/cluster.sh: control plane, three nodes with
+# containerd, kubelet and kube-proxy) with ironlb installed from manifests/.
+cluster-e2e:
+	bash hack/cluster.sh build
+	$(GO) test -tags cluster -count=1 -timeout 45m ./hack/e2e/cluster/
+
+# Image archives bin/images/{controller,speaker,pause,backend}.tar in
+# `docker save` format, which ctr import, kind load and docker load all
+# take; no Docker needed.
 images:
 	bash hack/images.sh
 
 # Failover, failback, handoff, steady-state and RSS figures in the lab.
 bench-failover:
 	bash hack/bench-failover.sh
+
+# Failover, rollouts, drain and idle cost on the real cluster (hack/cluster.sh).
+bench-cluster:
+	bash hack/bench-cluster.sh
 
 # Allocator benchmark: ns/alloc and B/alloc at n=1000 and n=60000.
 bench:

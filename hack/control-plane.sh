@@ -2,7 +2,9 @@
 # A real Kubernetes control plane (etcd + kube-apiserver) for integration
 # tests and the demo. No kubelet, scheduler or controller-manager.
 #
-#   hack/control-plane.sh build         install etcd, build kube-apiserver + kubectl (cached)
+#   hack/control-plane.sh build         install etcd, build kube-apiserver, kubectl and the
+#                                       cluster tier's kubelet, kube-proxy, scheduler and
+#                                       controller-manager (cached)
 #   hack/control-plane.sh up [DIR]      start both in DIR (default .cache/lab); exit 0 once /readyz is ok
 #   hack/control-plane.sh down [DIR]    stop what DIR records and remove DIR
 #   hack/control-plane.sh env [DIR]     print KUBECONFIG and PATH exports
@@ -41,6 +43,9 @@ K8S_DIR=$CACHE/k8s-$K8S_VERSION
 BIN=$K8S_DIR/bin
 APISERVER=$BIN/kube-apiserver
 KUBECTL=$BIN/kubectl
+# Built together in one `go build`, so the node and control-plane binaries
+# of the real-cluster tier share the cache with kube-apiserver and kubectl.
+COMPONENTS=(kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 # apt_install CMD PKG: install PKG unless CMD is already on PATH.
 apt_install() {
@@ -60,7 +65,10 @@ apt_install() {
 }
 
 binaries_ok() {
-	[[ -x $APISERVER && -x $KUBECTL ]] || return 1
+	local c
+	for c in "${COMPONENTS[@]}"; do
+		[[ -x $BIN/$c ]] || return 1
+	done
 	[[ $("$APISERVER" --version 2>/dev/null) == "Kubernetes $K8S_VERSION" ]] || return 1
 	[[ $'\n'$("$KUBECTL" version --client 2>/dev/null)$'\n' == *$'\n'"Client Version: $K8S_VERSION"$'\n'* ]]
 }
@@ -105,9 +113,11 @@ build_k8s() {
 	rm -rf bin.tmp
 	mkdir -p bin.tmp
 	CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "$ldflags" -o bin.tmp/ \
-		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+		"${COMPONENTS[@]/#/k8s.io/kubernetes/cmd/}"
 	mkdir -p bin
-	mv -f bin.tmp/kube-apiserver bin.tmp/kubectl bin/
+	for pkg in "${COMPONENTS[@]}"; do
+		mv -f "bin.tmp/$pkg" bin/
+	done
 	rmdir bin.tmp
 }
 
@@ -122,7 +132,7 @@ cmd_build() {
 		if binaries_ok; then
 			exit 0
 		fi
-		log "building kube-apiserver and kubectl $K8S_VERSION into ${K8S_DIR#"$ROOT"/}/bin (first time only: 10-15 minutes on 2 cores with nothing cached)"
+		log "building ${COMPONENTS[*]} $K8S_VERSION into ${K8S_DIR#"$ROOT"/}/bin (first time only: 20-35 minutes on 2 cores with nothing cached)"
 		local start=$SECONDS
 		build_k8s
 		binaries_ok || die "built binaries do not report $K8S_VERSION"

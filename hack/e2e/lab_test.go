@@ -13,26 +13,23 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ironlb/ironlb/hack/e2e/harness"
 )
 
 var (
 	root       string // repository root
-	probeBin   string // hack/lab/probe, built by TestMain
 	speakerBin string // a copy of the lab's speaker, so restarts never rebuild
 	suffix     string // the lab's namespace suffix
 )
@@ -73,9 +70,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	probeBin = filepath.Join(tmp, "probe")
-	if out, err := command("go", "build", "-o", probeBin, "./hack/lab/probe").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: building the probe: %v\n%s", err, out)
+	h.Root = root
+	if err := h.BuildProbe(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
 
@@ -100,15 +97,13 @@ func run(m *testing.M) int {
 	up := command("bash", "hack/lab.sh", "up")
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
 	upErr := up.Run()
-	if b, err := os.ReadFile(state); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if s, ok := strings.CutPrefix(l, "suffix="); ok {
-				suffix = s
-			}
-		}
-	}
+	suffix = harness.StateValue(state, "suffix")
 	if suffix != "" {
-		startWatchdog(state)
+		// The watchdog takes the lab down even when this process dies
+		// where no defer runs (a -timeout panic, SIGKILL).
+		if err := h.StartWatchdog(state, suffix); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: cannot start the watchdog:", err)
+		}
 	}
 	if upErr != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: hack/lab.sh up:", upErr)
@@ -124,22 +119,6 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// startWatchdog starts a process outside this one's process group that takes
-// the lab down once this process is gone, if the lab is still the one this
-// run brought up. It covers deaths no defer sees (a -timeout panic, SIGKILL).
-func startWatchdog(state string) {
-	script := `while kill -0 "$1" 2>/dev/null; do sleep 1; done
-grep -qx "suffix=$2" "$3" 2>/dev/null && exec bash hack/lab.sh down`
-	cmd := exec.Command("bash", "-c", script, "watchdog", strconv.Itoa(os.Getpid()), suffix, state)
-	cmd.Dir = root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: cannot start the watchdog:", err)
-		return
-	}
-	go cmd.Wait()
-}
-
 func command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = root
@@ -147,32 +126,22 @@ func command(name string, args ...string) *exec.Cmd {
 }
 
 // ---- helpers: lab, kubectl, probes ----
+//
+// The generic ones live in hack/e2e/harness, shared with the real-cluster
+// tier; these bind them to the lab.
 
-// run runs a command in the repository root and returns its stdout; on
+// h is the lab as the harness sees it; TestMain fills it in.
+var h = &harness.Env{Script: "hack/lab.sh", NodeMAC: nodeMAC}
+
+// runCmd runs a command in the repository root and returns its stdout; on
 // failure it fails the test with stderr.
 func runCmd(t testing.TB, stdin string, env []string, name string, args ...string) string {
 	t.Helper()
-	out, err := tryCmd(stdin, env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
-	}
-	return out
+	return h.Run(t, stdin, env, name, args...)
 }
 
 func tryCmd(stdin string, env []string, name string, args ...string) (string, error) {
-	cmd := command(name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s%s", err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
+	return h.Try(stdin, env, name, args...)
 }
 
 func lab(t testing.TB, args ...string) string {
@@ -186,9 +155,7 @@ func kubectl(t testing.TB, stdin string, args ...string) string {
 }
 
 // inClient runs a command in the client namespace.
-func inClient(args ...string) (string, error) {
-	return tryCmd("", nil, "bash", append([]string{"hack/lab.sh", "exec", "client"}, args...)...)
-}
+func inClient(args ...string) (string, error) { return h.InClient(args...) }
 
 // namespace creates a fresh Kubernetes namespace (deleting one hangs in the
 // lab: no namespace controller), so each test's objects stay apart.
@@ -235,236 +202,82 @@ func ingress(t *testing.T, ns, name string, n int) []string {
 }
 
 // arpRound is one line of `probe arp`.
-type arpRound struct {
-	Round int              `json:"round"`
-	T     float64          `json:"t_ms"`
-	Unix  float64          `json:"unix_ms"`
-	MACs  []string         `json:"macs"`
-	Lat   map[string]int64 `json:"lat_us"`
-	Grat  []string         `json:"grat"`
-	Sum   bool             `json:"summary"`
-}
+type arpRound struct{ harness.ARPRound }
 
-func (r arpRound) at() time.Time { return time.UnixMicro(int64(r.Unix * 1000)) }
+func (r arpRound) at() time.Time { return r.At() }
 
 // arpOnce asks once for ip from the client and returns the MACs that answered.
 func arpOnce(t *testing.T, ip string) arpRound {
 	t.Helper()
-	out, err := inClient(probeBin, "arp", "--ip", ip, "--wait", "200ms")
-	if err != nil {
-		t.Fatalf("probe arp %s: %v", ip, err)
-	}
-	var r arpRound
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
-		t.Fatalf("probe arp output %q: %v", out, err)
-	}
-	return r
+	return arpRound{h.ARPOnce(t, ip)}
 }
 
 // owner waits (up to wait) until exactly one MAC answers for ip and returns
 // its node. Two MACs answering at any time fails the test.
 func owner(t *testing.T, ip string, wait time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		r := arpOnce(t, ip)
-		switch len(r.MACs) {
-		case 1:
-			n := macNode[r.MACs[0]]
-			if n == "" {
-				t.Fatalf("%s answered by unknown MAC %s", ip, r.MACs[0])
-			}
-			t.Logf("%s is answered by %s (%s) in %d µs", ip, n, r.MACs[0], r.Lat[r.MACs[0]])
-			return n
-		case 0:
-			if time.Now().After(deadline) {
-				t.Fatalf("nobody answers ARP/NDP for %s after %v", ip, wait)
-			}
-			time.Sleep(100 * time.Millisecond)
-		default:
-			t.Fatalf("%d MACs answer for %s at once: %v (split brain)", len(r.MACs), ip, r.MACs)
-		}
-	}
+	return h.Owner(t, ip, wait)
 }
 
 // ownerIs waits until ip is answered by want (exactly one MAC).
 func ownerIs(t *testing.T, ip, want string, wait time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	var last arpRound
-	for time.Now().Before(deadline) {
-		last = arpOnce(t, ip)
-		if len(last.MACs) > 1 {
-			t.Fatalf("%d MACs answer for %s at once: %v (split brain)", len(last.MACs), ip, last.MACs)
-		}
-		if len(last.MACs) == 1 && last.MACs[0] == nodeMAC[want] {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s is not answered by %s (%s) after %v; last answer: %v", ip, want, nodeMAC[want], wait, last.MACs)
+	h.OwnerIs(t, ip, want, wait)
 }
 
-func url(ip string, port int) string {
-	if strings.Contains(ip, ":") {
-		ip = "[" + ip + "]"
-	}
-	return fmt.Sprintf("http://%s:%d/health", ip, port)
-}
+func url(ip string, port int) string { return harness.URL(ip, port) }
 
 // curl GETs url from the client (fresh connection) and returns the body.
 func curl(t *testing.T, u string) string {
 	t.Helper()
-	out, err := inClient("curl", "-sg", "--max-time", "2", u)
-	if err != nil {
-		t.Fatalf("curl %s from the client: %v", u, err)
-	}
-	return strings.TrimSpace(out)
+	return h.Curl(t, u)
 }
 
 // curlUntil retries curl until it returns want.
 func curlUntil(t *testing.T, u, want string, wait time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	var got string
-	for time.Now().Before(deadline) {
-		out, err := inClient("curl", "-sg", "--max-time", "1", u)
-		got = strings.TrimSpace(out)
-		if err == nil && got == want {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("curl %s: got %q, want %q (waited %v)", u, got, want, wait)
+	h.CurlUntil(t, u, want, wait)
 }
 
 // bgProbe is a probe running in the client namespace until stopped.
-type bgProbe struct {
-	cmd   *exec.Cmd
-	stop  string
-	done  chan struct{}
-	mu    sync.Mutex
-	lines [][]byte
-	err   bytes.Buffer
-}
+type bgProbe struct{ *harness.Probe }
 
 func startProbe(t *testing.T, args ...string) *bgProbe {
 	t.Helper()
-	p := &bgProbe{stop: filepath.Join(t.TempDir(), "stop"), done: make(chan struct{})}
-	full := append([]string{"hack/lab.sh", "exec", "client", probeBin}, args...)
-	full = append(full, "--until-file", p.stop)
-	p.cmd = command("bash", full...)
-	p.cmd.Stderr = &p.err
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, bytes.Clone(sc.Bytes()))
-			p.mu.Unlock()
-		}
-		p.cmd.Wait()
-	}()
-	t.Cleanup(func() { p.Stop() })
-	return p
-}
-
-// Stop ends the probe and waits for it.
-func (p *bgProbe) Stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	os.WriteFile(p.stop, nil, 0o644)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *bgProbe) snapshot() [][]byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([][]byte(nil), p.lines...)
+	return &bgProbe{h.StartProbe(t, args...)}
 }
 
 // httpResult is one line of `probe http`.
-type httpResult struct {
-	T    float64 `json:"t_ms"`
-	Unix float64 `json:"unix_ms"`
-	OK   bool    `json:"ok"`
-	Node string  `json:"node"`
-	Lat  float64 `json:"lat_ms"`
-	Err  string  `json:"err"`
-}
+type httpResult struct{ harness.HTTPResult }
 
-func (r httpResult) start() time.Time { return time.UnixMicro(int64(r.Unix * 1000)) }
-func (r httpResult) end() time.Time {
-	return r.start().Add(time.Duration(r.Lat * float64(time.Millisecond)))
-}
+func (r httpResult) start() time.Time { return r.Start() }
+func (r httpResult) end() time.Time   { return r.End() }
 
 // results returns the requests so far, in start order.
 func (p *bgProbe) results(t *testing.T) []httpResult {
+	t.Helper()
 	var out []httpResult
-	for _, l := range p.snapshot() {
-		var r httpResult
-		if err := json.Unmarshal(l, &r); err != nil {
-			t.Fatalf("probe http line %q: %v", l, err)
-		}
-		out = append(out, r)
+	for _, r := range p.Results(t) {
+		out = append(out, httpResult{r})
 	}
-	sortBy(out, func(r httpResult) float64 { return r.T })
 	return out
 }
 
 // rounds returns the ARP watch rounds so far (no summary).
 func (p *bgProbe) rounds(t *testing.T) []arpRound {
+	t.Helper()
 	var out []arpRound
-	for _, l := range p.snapshot() {
-		var r arpRound
-		if err := json.Unmarshal(l, &r); err != nil {
-			t.Fatalf("probe arp line %q: %v", l, err)
-		}
-		if !r.Sum {
-			out = append(out, r)
-		}
+	for _, r := range p.Rounds(t) {
+		out = append(out, arpRound{r})
 	}
 	return out
-}
-
-func sortBy[T any](s []T, key func(T) float64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && key(s[j]) < key(s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // waitOK waits until a request started at or after since succeeds from a
 // node other than not (any node when not is empty), and returns it.
 func (p *bgProbe) waitOK(t *testing.T, since time.Time, not string, wait time.Duration) httpResult {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		for _, r := range p.results(t) {
-			if r.OK && !r.start().Before(since) && r.Node != not {
-				return r
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no successful request from a node other than %q within %v after %s; probe stderr: %s", not, wait, since.Format("15:04:05.000"), p.err.String())
-	return httpResult{}
+	return httpResult{p.WaitOK(t, since, not, wait)}
 }
 
 func failures(rs []httpResult) (n int, first, last httpResult) {
@@ -490,17 +303,7 @@ func cut(t *testing.T, node string) {
 // neighMAC returns the client's neighbour-cache entry for ip.
 func neighMAC(t *testing.T, ip string) string {
 	t.Helper()
-	out, err := inClient("ip", "neigh", "show", ip)
-	if err != nil {
-		t.Fatalf("ip neigh: %v", err)
-	}
-	f := strings.Fields(out)
-	for i := range f {
-		if f[i] == "lladdr" && i+1 < len(f) {
-			return f[i+1]
-		}
-	}
-	return strings.TrimSpace(out)
+	return h.NeighMAC(t, ip)
 }
 
 func speakerLog(t *testing.T, node string) string {
@@ -538,4 +341,4 @@ func logOffsets(t *testing.T) map[string]int {
 	return m
 }
 
-func msSince(a time.Time, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+func msSince(a time.Time, b time.Time) float64 { return harness.MsSince(a, b) }
