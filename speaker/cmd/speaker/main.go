@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,23 @@ func run(args []string) int {
 	defer stop()
 	logger := klog.Background().WithName("speaker").WithValues("node", *nodeName)
 	ctx := klog.NewContext(context.Background(), logger)
+
+	// The probes are served from the start: the speaker first waits for
+	// the memberlist Secret (the controller creates it on a fresh install)
+	// and opens its sockets, and a kubelet probing a closed port meanwhile
+	// raises a Warning Event for nothing. Alive is alive; ready waits for
+	// the speaker to run with synced caches.
+	var running atomic.Pointer[speaker.Speaker]
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if sp := running.Load(); sp == nil || !sp.Ready() {
+			http.Error(w, "waiting for the memberlist key, the sockets and the caches", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	serve(ctx, *healthAddr, "/", mux)
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -133,16 +151,7 @@ func run(args []string) int {
 	done := make(chan struct{})
 	go func() { defer close(done); sp.Run(runCtx) }()
 	serve(runCtx, *metricsAddr, "/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !sp.Ready() {
-			http.Error(w, "waiting for caches", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	serve(runCtx, *healthAddr, "/", mux)
+	running.Store(sp)
 
 	rejoin := func() {
 		grpMu.Lock()
