@@ -89,8 +89,8 @@ cluster up
 
 kc apply -f "$ROOT/manifests/namespace.yaml" -f "$ROOT/manifests/ironlb.yaml" >/dev/null
 kc apply -f "$ROOT/hack/demo/address-pools.yaml" >/dev/null
-kc -n ironlb-system rollout status deployment/controller --timeout=180s >/dev/null
-kc -n ironlb-system rollout status daemonset/speaker --timeout=180s >/dev/null
+kc --request-timeout=0 -n ironlb-system rollout status deployment/controller --timeout=180s >/dev/null
+kc --request-timeout=0 -n ironlb-system rollout status daemonset/speaker --timeout=180s >/dev/null
 kc create namespace "$NS" >/dev/null
 kc apply -f - >/dev/null <<EOF
 apiVersion: apps/v1
@@ -148,7 +148,7 @@ spec:
   ports: [{name: http, port: $((8000 + i)), targetPort: http}]
 EOF
 done
-kc -n "$NS" rollout status deployment/backend --timeout=180s >/dev/null
+kc --request-timeout=0 -n "$NS" rollout status deployment/backend --timeout=180s >/dev/null
 
 vip_of() {
 	local v i
@@ -279,7 +279,7 @@ for ((i = 1; i <= TRIALS; i++)); do
 	sleep 1
 	t0=$(now_ms)
 	kc -n ironlb-system rollout restart daemonset/speaker >/dev/null
-	kc -n ironlb-system rollout status daemonset/speaker --timeout=300s >/dev/null
+	kc --request-timeout=0 -n ironlb-system rollout status daemonset/speaker --timeout=300s >/dev/null
 	took=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.0f", b - a }')
 	sleep 3
 	stop_bg "$WORK/stop"
@@ -299,7 +299,7 @@ log "controller rollout: $TRIALS trials"
 for ((i = 1; i <= TRIALS; i++)); do
 	svc_state >"$WORK/ctl-before-$i"
 	kc -n ironlb-system rollout restart deployment/controller >/dev/null
-	kc -n ironlb-system rollout status deployment/controller --timeout=300s >/dev/null
+	kc --request-timeout=0 -n ironlb-system rollout status deployment/controller --timeout=300s >/dev/null
 	# The new replica takes the lease, restores every address and
 	# reconciles every Service; give it time to write if it were going to.
 	sleep 15
@@ -320,7 +320,7 @@ for ((i = 1; i <= TRIALS; i++)); do
 	out=$WORK/drain-$i.jsonl
 	bg_probe "$out" "$WORK/stop" http --url "http://$LOCAL_VIP/health" --interval 20ms --timeout 100ms
 	sleep 1
-	kc drain "$o" --ignore-daemonsets --delete-emptydir-data --timeout=120s >"$WORK/drain-$i.log" 2>&1
+	kc --request-timeout=0 drain "$o" --ignore-daemonsets --delete-emptydir-data --timeout=120s >"$WORK/drain-$i.log" 2>&1
 	# The evicted backend serves its drain delay after the eviction returns.
 	sleep 8
 	stop_bg "$WORK/stop"

@@ -10,7 +10,8 @@
 #   hack/cluster.sh up                     build, then start the cluster (no ironlb yet)
 #   hack/cluster.sh down                   stop everything the cluster started and remove it (idempotent)
 #   hack/cluster.sh status                 namespaces, links, processes, nodes and pods
-#   hack/cluster.sh kubectl ARGS...        kubectl as cluster-admin (runs inside the cp namespace)
+#   hack/cluster.sh kubectl ARGS...        kubectl as cluster-admin (runs inside the cp namespace), with
+#                                          --request-timeout=15s unless ARGS give another (0: none)
 #   hack/cluster.sh exec ROLE CMD...       run CMD in a namespace: lan, cp, client or a node (nodes:
 #                                          network and mount namespace, as the node's kubelet sees it)
 #   hack/cluster.sh cut NODE / uncut NODE  set the node's bridge-side veth down/up (a pulled cable);
@@ -884,41 +885,51 @@ cmd_import() {
 	log "imported $(ls "$IMAGES"/*.tar | xargs -n1 basename | tr '\n' ' ')into $*"
 }
 
-case ${1:-} in
-build)
-	need_root
-	cmd_build
-	;;
-up) cmd_up ;;
-down) cmd_down ;;
-status) cmd_status ;;
-kubectl)
-	shift
-	require_up
-	kc "$@"
-	;;
-exec)
-	shift
-	(($# >= 2)) || die "usage: hack/cluster.sh exec ROLE CMD..."
-	require_up
-	is_role "$1" || die "unknown namespace '$1' (one of: $(roles))"
-	role=$1
-	shift
-	in_role "$role" "$@"
-	;;
-cut) cmd_cut down "${2:-}" ;;
-uncut) cmd_cut up "${2:-}" ;;
-apiserver) cmd_apiserver "${2:-}" ;;
-import)
-	shift
-	cmd_import "$@"
-	;;
-state)
-	require_up
-	state_get "${2:?usage: hack/cluster.sh state KEY}"
-	;;
-*)
-	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-	exit 2
-	;;
-esac
+# The whole command runs from a function that bash has read in full, so
+# editing this file while a cluster command runs cannot change it midway.
+main() {
+	case ${1:-} in
+	build)
+		need_root
+		cmd_build
+		;;
+	up) cmd_up ;;
+	down) cmd_down ;;
+	status) cmd_status ;;
+	kubectl)
+		shift
+		require_up
+		# kc's 15 s request timeout keeps a client from hanging on a stopped
+		# API server; a --request-timeout in ARGS comes later and wins
+		# (0 for rollout status, drain and watches).
+		kc "$@"
+		;;
+	exec)
+		shift
+		(($# >= 2)) || die "usage: hack/cluster.sh exec ROLE CMD..."
+		require_up
+		is_role "$1" || die "unknown namespace '$1' (one of: $(roles))"
+		local role=$1
+		shift
+		in_role "$role" "$@"
+		;;
+	cut) cmd_cut down "${2:-}" ;;
+	uncut) cmd_cut up "${2:-}" ;;
+	apiserver) cmd_apiserver "${2:-}" ;;
+	import)
+		shift
+		cmd_import "$@"
+		;;
+	state)
+		require_up
+		state_get "${2:?usage: hack/cluster.sh state KEY}"
+		;;
+	*)
+		sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"
+exit
