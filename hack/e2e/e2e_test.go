@@ -341,7 +341,12 @@ func TestAPIServerDown(t *testing.T) {
 	curlUntil(t, url(ip, 80), "UP "+o, 5*time.Second)
 
 	lab(t, "apiserver", "stop")
+	tStop := time.Now()
+	restarted := false
 	t.Cleanup(func() {
+		if restarted {
+			return
+		}
 		if _, err := tryCmd("", nil, "bash", "hack/lab.sh", "apiserver", "start"); err != nil {
 			t.Errorf("restarting kube-apiserver: %v", err)
 		}
@@ -368,6 +373,40 @@ func TestAPIServerDown(t *testing.T) {
 	final := owner(t, ip, 5*time.Second)
 	curlUntil(t, url(ip, 80), "UP "+final, 5*time.Second)
 	t.Logf("API server down, after uncut: %s answered by %s", ip, final)
+
+	// Back after at least 20 s: by then client-go's reflectors, left to
+	// themselves, back off 13-50 s between retries. The speakers must see
+	// changes made right after the restart within seconds anyway: a new
+	// Service's addresses answered, a deleted Service's address silent.
+	time.Sleep(time.Until(tStop.Add(20 * time.Second)))
+	lab(t, "apiserver", "start")
+	restarted = true
+	tBack := time.Now()
+	t.Logf("kube-apiserver back after %.1f s down", tBack.Sub(tStop).Seconds())
+	service(t, ns, "after", dualStack)
+	kubectl(t, "", "-n", ns, "delete", "service", "web", "--wait=false")
+	for _, a := range ingress(t, ns, "after", 2) {
+		o := owner(t, a, 10*time.Second)
+		t.Logf("new Service's %s answered by %s %.1f s after the restart", a, o, time.Since(tBack).Seconds())
+	}
+	silent(t, ip, 10*time.Second)
+	t.Logf("deleted Service's %s unanswered %.1f s after the restart", ip, time.Since(tBack).Seconds())
+}
+
+// silent waits (up to wait) until nobody answers ARP/NDP for ip.
+func silent(t *testing.T, ip string, wait time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		r := arpOnce(t, ip)
+		if len(r.MACs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still answered by %v %v after its Service was deleted", ip, r.MACs, wait)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 var membersRE = regexp.MustCompile(`(?m)^ironlb_speaker_members ([0-9.e+]+)$`)

@@ -176,7 +176,7 @@ func service(t *testing.T, ns, name, spec string) {
 	manifest := fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: %s\n%s", name, ns, spec)
 	kubectl(t, manifest, "apply", "-f", "-")
 	t.Cleanup(func() {
-		if _, err := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=20s", "-n", ns, "delete", "service", name, "--wait=false"); err != nil {
+		if _, err := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=20s", "-n", ns, "delete", "service", name, "--wait=false", "--ignore-not-found"); err != nil {
 			t.Logf("deleting Service %s/%s: %v", ns, name, err)
 		}
 	})

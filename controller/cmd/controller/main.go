@@ -20,13 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/kubeclient"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/controller"
 )
@@ -65,13 +64,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := klog.Background().WithName("controller")
 	ctx = klog.NewContext(ctx, logger)
 
-	cfg, err := restConfig(*kubeconfig)
+	cfg, err := kubeclient.Config(*kubeconfig, "ironlb-controller")
 	if err != nil {
 		logger.Error(err, "Cannot build the API client config")
 		return 1
 	}
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
-	cfg.UserAgent = "ironlb-controller"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		logger.Error(err, "Cannot build the API client")
@@ -144,13 +142,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	})
 	return 0
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		return rest.InClusterConfig()
-	}
-	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
 
 // serve runs an HTTP server on addr until ctx ends; an empty addr disables it.

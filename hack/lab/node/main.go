@@ -47,7 +47,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ironlb/ironlb/api/kubeclient"
 )
 
 type ipList []netip.Addr
@@ -84,11 +85,10 @@ func main() {
 	if *nodeName == "" || *kubeconfig == "" || len(nodeIPs) == 0 {
 		log.Fatal("--node-name, --kubeconfig and --node-ip are required")
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	cfg, err := kubeclient.Config(*kubeconfig, "ironlb-lab-node")
 	if err != nil {
 		log.Fatalf("kubeconfig: %v", err)
 	}
-	cfg.UserAgent = "ironlb-lab-node"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		log.Fatalf("client: %v", err)

@@ -25,11 +25,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/kubeclient"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/layer2"
 	"github.com/ironlb/ironlb/speaker/membership"
@@ -86,12 +85,11 @@ func run(args []string) int {
 	})
 	serve(ctx, *healthAddr, "/", mux)
 
-	cfg, err := restConfig(*kubeconfig)
+	cfg, err := kubeclient.Config(*kubeconfig, "ironlb-speaker")
 	if err != nil {
 		logger.Error(err, "Cannot build the API client config")
 		return 1
 	}
-	cfg.UserAgent = "ironlb-speaker"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		logger.Error(err, "Cannot build the API client")
@@ -444,13 +442,6 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 			}))
 		}
 	}
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		return rest.InClusterConfig()
-	}
-	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
 
 // serve runs an HTTP server on addr until ctx ends; an empty addr disables it.

@@ -1,0 +1,207 @@
+package kubeclient
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type step struct {
+	err error
+}
+
+// script answers RoundTrip with its steps in order, then 200s.
+type script struct {
+	steps []step
+	calls []string
+}
+
+func (s *script) RoundTrip(req *http.Request) (*http.Response, error) {
+	s.calls = append(s.calls, req.Method)
+	if len(s.steps) > 0 {
+		st := s.steps[0]
+		s.steps = s.steps[1:]
+		if st.err != nil {
+			return nil, st.err
+		}
+	}
+	return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+}
+
+func dialErr(errno syscall.Errno) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", errno)}
+}
+
+func TestWaiterRetriesOnlyUnconnectedReads(t *testing.T) {
+	refused := dialErr(syscall.ECONNREFUSED)
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, tc := range []struct {
+		name      string
+		method    string
+		steps     []step
+		wantCalls int
+		wantErr   error
+	}{
+		{"get after two refusals", http.MethodGet, []step{{refused}, {refused}}, 3, nil},
+		{"get after unreachable", http.MethodGet, []step{{dialErr(syscall.EHOSTUNREACH)}, {dialErr(syscall.ENETUNREACH)}}, 3, nil},
+		{"dial timeout", http.MethodGet, []step{{&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}}}, 2, nil},
+		{"reset after connecting is not retried", http.MethodGet, []step{{reset}}, 1, reset},
+		{"post is never retried", http.MethodPost, []step{{refused}}, 1, refused},
+		{"patch is never retried", http.MethodPatch, []step{{refused}}, 1, refused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &script{steps: tc.steps}
+			var slept []time.Duration
+			w := &waiter{next: s, sleep: func(_ context.Context, d time.Duration) bool {
+				slept = append(slept, d)
+				return true
+			}}
+			req, _ := http.NewRequest(tc.method, "https://198.51.100.5:6443/api/v1/services", nil)
+			resp, err := w.RoundTrip(req)
+			if len(s.calls) != tc.wantCalls {
+				t.Errorf("%d round trips, want %d", len(s.calls), tc.wantCalls)
+			}
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("RoundTrip = %v, %v; want 200", resp, err)
+			}
+			if len(slept) != tc.wantCalls-1 {
+				t.Errorf("slept %d times, want %d", len(slept), tc.wantCalls-1)
+			}
+			for i, d := range slept {
+				if d < MinRetryDelay/2 || d > 3*MaxRetryDelay/2 {
+					t.Errorf("retry %d waited %v, outside [%v, %v]", i, d, MinRetryDelay/2, 3*MaxRetryDelay/2)
+				}
+			}
+		})
+	}
+}
+
+func TestWaiterDelaysGrowToTheCap(t *testing.T) {
+	steps := make([]step, 12)
+	for i := range steps {
+		steps[i] = step{dialErr(syscall.ECONNREFUSED)}
+	}
+	var slept []time.Duration
+	w := &waiter{next: &script{steps: steps}, sleep: func(_ context.Context, d time.Duration) bool {
+		slept = append(slept, d)
+		return true
+	}}
+	req, _ := http.NewRequest(http.MethodGet, "https://198.51.100.5:6443/api", nil)
+	if _, err := w.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if len(slept) != 12 {
+		t.Fatalf("slept %d times, want 12", len(slept))
+	}
+	if slept[0] > 3*MinRetryDelay/2 {
+		t.Errorf("first retry after %v, want at most %v", slept[0], 3*MinRetryDelay/2)
+	}
+	for _, d := range slept[6:] {
+		if d < MaxRetryDelay/2 || d > 3*MaxRetryDelay/2 {
+			t.Errorf("late retry after %v, want within ±50%% of %v", d, MaxRetryDelay)
+		}
+	}
+}
+
+func TestWaiterGivesUpWhenTheRequestEnds(t *testing.T) {
+	refused := dialErr(syscall.ECONNREFUSED)
+	s := &script{steps: []step{{refused}, {refused}, {refused}}}
+	w := &waiter{next: s, sleep: func(ctx context.Context, _ time.Duration) bool { return ctx.Err() == nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://198.51.100.5:6443/api", nil)
+	if _, err := w.RoundTrip(req); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err = %v, want the connection error", err)
+	}
+	if len(s.calls) != 1 {
+		t.Errorf("%d round trips after the context ended, want 1", len(s.calls))
+	}
+}
+
+// TestWaiterWaitsForAServerToListen uses a real loopback socket: a GET to a
+// port nobody listens on is answered once a server starts there.
+func TestWaiterWaitsForAServerToListen(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	client := &http.Client{Transport: WaitForAPIServer(&http.Transport{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{string(b), err}
+	}()
+
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("request finished while nothing listened: %+v", r)
+	default:
+	}
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s again: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
+	go srv.Serve(l)
+	defer srv.Close()
+	r := <-done
+	if r.err != nil || r.body != "ok" {
+		t.Fatalf("got %q, %v; want ok", r.body, r.err)
+	}
+}
+
+func TestConfigWrapsTheTransport(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://198.51.100.5:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	cfg, err := Config(kc, "ironlb-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.UserAgent != "ironlb-test" || cfg.WrapTransport == nil {
+		t.Fatalf("config: user agent %q, wrapped %v", cfg.UserAgent, cfg.WrapTransport != nil)
+	}
+	if _, ok := cfg.WrapTransport(&script{}).(*waiter); !ok {
+		t.Fatal("the transport wrapper does not wait for the API server")
+	}
+	if _, err := Config(filepath.Join(dir, "missing"), "x"); err == nil {
+		t.Fatal("a missing kubeconfig loads")
+	}
+}
