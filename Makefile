@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # Services for `make bench-controller`.
 N ?= 5000
 
-.PHONY: demo demo-down images e2e cluster-e2e bench-failover bench-cluster all build test lint unit fuzz integration bench bench-controller clean
+.PHONY: demo demo-down images e2e cluster-e2e bench-failover bench-speaker bench-cluster all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
@@ -68,6 +68,10 @@ images:
 # Failover, failback, handoff, steady-state and RSS figures in the lab.
 bench-failover:
 	bash hack/bench-failover.sh
+
+# Idle CPU and RSS of three lab speakers with 1 and with 1,000 addresses.
+bench-speaker:
+	bash hack/bench-speaker.sh
 
 # Failover, rollouts, drain and idle cost on the real cluster (hack/cluster.sh).
 bench-cluster:

@@ -51,6 +51,7 @@
 # Environment:
 #   LAB_NO_SPEAKER=1   do not build or start speakers in `up`
 #   LAB_SPEAKER_BIN=F  use the speaker binary F (copied into .cache/lab/bin)
+#   LAB_SPEAKER_ARGS=… extra speaker flags, split on whitespace (e.g. --profiling)
 #                      instead of building ./speaker/cmd/speaker (up, speaker start)
 set -euo pipefail
 
@@ -278,9 +279,10 @@ speaker_start() {
 	[[ -x $BIN/speaker ]] || die "no speaker binary"
 	for n in "${NODES[@]}"; do peers+=${peers:+,}$(ip4 "$n"):7946; done
 	ip=$(ip4 "$node")
-	start_proc "speaker-$node" "$BIN/speaker" --node-name "$node" --kubeconfig "$KUBECONFIG_LAB" \
+	# GOMAXPROCS as manifests/ironlb.yaml sets it.
+	start_proc "speaker-$node" env GOMAXPROCS=1 "$BIN/speaker" --node-name "$node" --kubeconfig "$KUBECONFIG_LAB" \
 		--bind-addr "$ip" --peers "$peers" --interfaces eth0 \
-		--metrics-addr "$ip:7474" --health-addr "$ip:7475"
+		--metrics-addr "$ip:7474" --health-addr "$ip:7475" ${LAB_SPEAKER_ARGS:-}
 	log "speaker-$node started (pid $(state_get "pid_speaker-$node"), log ${LOGS#"$ROOT"/}/speaker-$node.log)"
 }
 

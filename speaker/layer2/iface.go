@@ -155,3 +155,25 @@ func netFlags(f uint32) net.Flags {
 	}
 	return n
 }
+
+// WithGlobalAddress keeps the interfaces that carry a global unicast
+// address. Without an allow-list this is what tells the node's LAN NICs
+// from the host ends of pod veths, which can ARP too but lead only to
+// pods: answering there would cost sockets per pod and spray gratuitous
+// ARP into every pod.
+func WithGlobalAddress(ifis []net.Interface) []net.Interface {
+	var out []net.Interface
+	for _, ifi := range ifis {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(addrs, func(a net.Addr) bool {
+			ipn, ok := a.(*net.IPNet)
+			return ok && ipn.IP.IsGlobalUnicast()
+		}) {
+			out = append(out, ifi)
+		}
+	}
+	return out
+}

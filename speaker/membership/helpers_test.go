@@ -44,6 +44,12 @@ var _ memberlist.Transport = (*cutTransport)(nil)
 
 func newCutTransport(t testing.TB, logger logr.Logger) *cutTransport {
 	t.Helper()
+	return newCutTransportAt(t, logger, 0)
+}
+
+// newCutTransportAt binds port (0: any free one).
+func newCutTransportAt(t testing.TB, logger logr.Logger, port int) *cutTransport {
+	t.Helper()
 	var nt *memberlist.NetTransport
 	var err error
 	// Port 0 picks a free TCP port, which may be taken for UDP; retry like
@@ -51,7 +57,7 @@ func newCutTransport(t testing.TB, logger logr.Logger) *cutTransport {
 	for range 10 {
 		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 			BindAddrs: []string{"127.0.0.1"},
-			BindPort:  0,
+			BindPort:  port,
 			Logger:    NewStdLogger(logger),
 		})
 		if err == nil {

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,6 +31,7 @@ import (
 	"github.com/ironlb/ironlb/api/kubeclient"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/layer2"
+	"github.com/ironlb/ironlb/speaker/linkwatch"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
@@ -51,6 +52,7 @@ func run(args []string) int {
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces to answer on (default: every up, non-loopback interface that can ARP and has a global unicast address, except bond and bridge members)")
 	metricsAddr := fs.String("metrics-addr", ":7474", "address for /metrics; empty disables")
 	healthAddr := fs.String("health-addr", ":7475", "address for /healthz and /readyz; empty disables")
+	profiling := fs.Bool("profiling", false, "also serve Go's runtime profiles under /debug/pprof/ on --metrics-addr")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	verbosity := fs.String("v", "0", "log verbosity")
@@ -107,18 +109,20 @@ func run(args []string) int {
 		logger.Error(err, "Cannot work out memberlist addresses")
 		return 1
 	}
-	ifis, err := layer2.Interfaces(splitList(*ifaces))
-	if *ifaces == "" {
-		ifis = withGlobalAddress(ifis)
+	allow := splitList(*ifaces)
+	pick := func() ([]net.Interface, error) {
+		ifis, err := layer2.Interfaces(allow)
+		if allow == nil {
+			ifis = layer2.WithGlobalAddress(ifis)
+		}
+		return ifis, err
 	}
+	ifis, err := pick()
 	if err != nil || len(ifis) == 0 {
 		logger.Error(err, "No interface to answer ARP/NDP on", "allowList", *ifaces)
 		return 1
 	}
-	names := make([]string, len(ifis))
-	for i, ifi := range ifis {
-		names[i] = ifi.Name
-	}
+	names := ifaceNames(ifis)
 
 	// The announcer and the speaker outlive the signal: on SIGTERM this
 	// node leaves memberlist first, so a successor announces while this
@@ -140,64 +144,83 @@ func run(args []string) int {
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
 		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
 	}
-	grp, err := membership.New(mcfg)
+	member, err := membership.NewMember(mcfg)
 	if err != nil {
 		logger.Error(err, "Cannot start memberlist", "bind", net.JoinHostPort(self, strconv.Itoa(*bindPort)))
 		return 1
 	}
-	var grpMu sync.Mutex // guards grp, which watchLinks replaces
 	done := make(chan struct{})
 	go func() { defer close(done); sp.Run(runCtx) }()
-	serve(runCtx, *metricsAddr, "/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	if *profiling {
+		metricsMux.HandleFunc("/debug/pprof/", pprof.Index)
+		metricsMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		metricsMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	serve(runCtx, *metricsAddr, "/", metricsMux)
 	running.Store(sp)
 
-	rejoin := func() {
-		grpMu.Lock()
-		g := grp
-		grpMu.Unlock()
-		rctx, cancel := context.WithTimeout(runCtx, 10*time.Second)
-		defer cancel()
-		if err := g.Rejoin(rctx); err != nil {
-			logger.Info("Could not merge with other speakers; going on alone", "err", err.Error())
-		}
-	}
-	rejoin()
-	links := linkHandler{
-		// While cut off, this member concludes that everyone else is dead.
-		// Those verdicts must not reach the others when the link returns:
-		// a healthy node that believed them would announce for a moment.
-		// So the member is dropped with its state and gossip queue, and a
-		// fresh one (new incarnation) merges in before anything is
-		// announced again.
-		down: func() {
-			grpMu.Lock()
-			defer grpMu.Unlock()
-			grp.Shutdown()
-		},
-		up: func() error {
-			g, err := membership.New(mcfg)
+	_ = member.Rejoin(runCtx)
+	// Links are watched through kernel notifications. Each change may
+	// bring an interface to answer on (one created or given an address
+	// after the start) or take one away, and decides isolation: nothing
+	// is announced while every link that reaches the other speakers has
+	// lost carrier, and once one is back only after a fresh membership has
+	// merged with the others (membership.Member says why).
+	watched := linkwatch.Reaching(ifis, self)
+	lw := linkwatch.Config{
+		Changed: func([]linkwatch.Link) []string {
+			now, err := pick()
 			if err != nil {
+				logger.Error(err, "Cannot list interfaces; keeping the current ones", "interfaces", names)
+				return watched
+			}
+			if n := ifaceNames(now); !slices.Equal(n, names) || !sameInterfaces(now, ifis) {
+				logger.Info("Interfaces to answer on changed", "was", names, "now", n)
+				if err := ann.SetInterfaces(now); err != nil {
+					logger.Error(err, "Cannot open ARP/NDP sockets on every interface", "interfaces", n)
+				}
+				ifis, names = now, n
+				watched = linkwatch.Reaching(ifis, self)
+			}
+			return watched
+		},
+		Isolate: func() {
+			sp.SetIsolated(true)
+			member.Isolate()
+		},
+		Reconnect: func() error {
+			if err := member.Reconnect(runCtx); err != nil {
 				return err
 			}
-			grpMu.Lock()
-			grp = g
-			grpMu.Unlock()
-			rejoin()
 			// The speaker still holds the view from before the cut; hand it
 			// the merged one before it may announce again.
-			sp.MembersChanged(g.Members())
+			sp.MembersChanged(member.Members())
+			sp.SetIsolated(false)
 			return nil
 		},
 	}
-	watched := carrying(ifis, self)
-	go watchLinks(runCtx, watched, sp, links)
 	logger.Info("Speaker running", "interfaces", names, "isolationWatch", watched, "memberlist", net.JoinHostPort(self, strconv.Itoa(*bindPort)), "peers", peerList)
+	blind := make(chan error, 1)
+	go func() {
+		// Without link notifications a cable pull would go unnoticed and
+		// this node would keep its addresses: better to stop and be
+		// restarted than to run blind.
+		if err := linkwatch.Run(runCtx, lw); err != nil {
+			blind <- err
+		}
+	}()
 
-	<-sigCtx.Done()
-	logger.Info("Stopping: leaving the cluster so another node takes over")
-	grpMu.Lock()
-	defer grpMu.Unlock()
-	if err := grp.Leave(500 * time.Millisecond); err != nil {
+	code := 0
+	select {
+	case <-sigCtx.Done():
+		logger.Info("Stopping: leaving the cluster so another node takes over")
+	case err := <-blind:
+		logger.Error(err, "Cannot watch links; stopping: leaving the cluster so another node takes over")
+		code = 1
+	}
+	if err := member.Leave(500 * time.Millisecond); err != nil {
 		logger.Error(err, "Leave")
 	}
 	// The others dropped this node on the Leave message; give them a moment
@@ -205,9 +228,9 @@ func run(args []string) int {
 	time.Sleep(50 * time.Millisecond)
 	cancelRun()
 	<-done
-	grp.Shutdown()
+	member.Shutdown()
 	ann.Close()
-	return 0
+	return code
 }
 
 // proxyServes asks the node's service proxy whether it forwards to a
@@ -248,109 +271,6 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 	if err := a.a.SetOwned(owned); err != nil {
 		a.logger.Error(err, "Updating announced addresses")
 	}
-}
-
-// linkHandler is what watchLinks does when every link goes down and when
-// one comes back.
-type linkHandler struct {
-	down func()
-	up   func() error
-}
-
-// watchLinks makes the speaker announce nothing while every managed
-// interface has lost carrier, and, once a link is back, only after a fresh
-// membership has merged with the cluster: during the cut everyone else
-// looked dead, and acting on that view would make two nodes answer.
-func watchLinks(ctx context.Context, names []string, sp *speaker.Speaker, h linkHandler) {
-	logger := klog.FromContext(ctx)
-	up := true
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		any := slices.ContainsFunc(names, func(n string) bool { ok, _ := layer2.HasCarrier(n); return ok })
-		switch {
-		case up && !any:
-			up = false
-			logger.Info("Every link is down; announcing nothing and leaving memberlist until a link returns")
-			sp.SetIsolated(true)
-			h.down()
-		case !up && any:
-			logger.Info("Link is back; rejoining with a fresh membership before announcing")
-			if err := h.up(); err != nil {
-				// Stay isolated and try again on the next tick.
-				logger.Error(err, "Cannot restart memberlist")
-				continue
-			}
-			up = true
-			sp.SetIsolated(false)
-		}
-	}
-}
-
-// carrying returns the names of the interfaces that hold addr, the
-// address memberlist uses, or every name when none does (memberlist bound
-// to an address on another interface). Only those links tell whether this
-// node can still reach the others: on a Kubernetes node a CNI bridge such
-// as cni0 keeps carrier while the node's cable is pulled, and counting it
-// would keep a cut-off member running, whose "everyone else is dead"
-// verdicts then reach the cluster when the cable returns.
-func carrying(ifis []net.Interface, addr string) []string {
-	ip := net.ParseIP(addr)
-	held := make(map[string][]net.IP, len(ifis))
-	for _, ifi := range ifis {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				held[ifi.Name] = append(held[ifi.Name], ipn.IP)
-			}
-		}
-	}
-	return holders(ifis, held, ip)
-}
-
-// holders is carrying's decision, apart from the system calls.
-func holders(ifis []net.Interface, held map[string][]net.IP, ip net.IP) []string {
-	var out, all []string
-	for _, ifi := range ifis {
-		all = append(all, ifi.Name)
-		if ip != nil && slices.ContainsFunc(held[ifi.Name], ip.Equal) {
-			out = append(out, ifi.Name)
-		}
-	}
-	if len(out) == 0 {
-		return all
-	}
-	return out
-}
-
-// withGlobalAddress keeps the interfaces that carry a global unicast
-// address. Without an allow-list this is what tells the node's LAN NICs
-// from the host ends of pod veths, which can ARP too but lead only to
-// pods: answering there would cost sockets per pod and spray gratuitous
-// ARP into every pod.
-func withGlobalAddress(ifis []net.Interface) []net.Interface {
-	var out []net.Interface
-	for _, ifi := range ifis {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		if slices.ContainsFunc(addrs, func(a net.Addr) bool {
-			ipn, ok := a.(*net.IPNet)
-			return ok && ipn.IP.IsGlobalUnicast()
-		}) {
-			out = append(out, ifi)
-		}
-	}
-	return out
 }
 
 // addresses picks this speaker's memberlist address and its peers.
@@ -404,6 +324,22 @@ func internalIPs(ctx context.Context, client kubernetes.Interface) (map[string]s
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+func ifaceNames(ifis []net.Interface) []string {
+	out := make([]string, len(ifis))
+	for i, ifi := range ifis {
+		out[i] = ifi.Name
+	}
+	return out
+}
+
+// sameInterfaces reports whether a and b name the same links: a link
+// deleted and created again under its name has a new index.
+func sameInterfaces(a, b []net.Interface) bool {
+	return slices.EqualFunc(a, b, func(x, y net.Interface) bool {
+		return x.Name == y.Name && x.Index == y.Index && x.HardwareAddr.String() == y.HardwareAddr.String()
+	})
 }
 
 func splitList(s string) []string {

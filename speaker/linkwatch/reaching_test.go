@@ -1,4 +1,4 @@
-package main
+package linkwatch
 
 import (
 	"net"
@@ -30,5 +30,15 @@ func TestHolders(t *testing.T) {
 				t.Errorf("holders(%q) (-want +got):\n%s", tc.ip, diff)
 			}
 		})
+	}
+}
+
+func TestReachingNothingIsNotEverything(t *testing.T) {
+	got := holders(nil, nil, net.ParseIP("198.51.100.11"))
+	if got == nil || len(got) != 0 {
+		t.Fatalf("holders(no interfaces) = %#v, want an empty, non-nil list", got)
+	}
+	if Carrier([]Link{{Name: "lo", Up: true, Carrier: true}}, got) {
+		t.Fatal("with no interface to answer on, some link still counts as carrying")
 	}
 }
