@@ -46,6 +46,20 @@ type Options struct {
 	// work across network namespaces wrap Dial to open the sockets in the
 	// right one.
 	Dial func(ifi *net.Interface) (Conns, error)
+
+	// DefendInterval is the shortest time between two defences of one
+	// address on one interface when another host claims it (see
+	// DefaultDefendInterval, the value used when it is zero or negative).
+	DefendInterval time.Duration
+
+	// OnConflict, when set, is called for every claim another host makes
+	// on an address announced here (see Conflict), whether or not the
+	// rate limit let a defence go out for it. It runs on the interface's
+	// defence goroutine: calls for one interface are never concurrent,
+	// calls for different interfaces may be, and it must not block, or the
+	// defence of that interface waits for it. Claims arriving faster than
+	// they are handled are dropped (and still counted in Stats).
+	OnConflict func(Conflict)
 }
 
 // Announcer runs one responder per managed interface and decides which
@@ -61,6 +75,7 @@ type Announcer struct {
 	log      logr.Logger
 	dial     func(*net.Interface) (Conns, error)
 	schedule []time.Duration
+	defence  defence
 	stats    counters
 
 	ctx    context.Context
@@ -90,11 +105,16 @@ func New(ctx context.Context, opts Options) *Announcer {
 	if dial == nil {
 		dial = Dial
 	}
+	def := defence{interval: opts.DefendInterval, onConflict: opts.OnConflict}
+	if def.interval <= 0 {
+		def.interval = DefaultDefendInterval
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	return &Announcer{
 		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
 		dial:       dial,
 		schedule:   schedule,
+		defence:    def,
 		ctx:        ctx,
 		cancel:     cancel,
 		responders: map[string]*responder{},
@@ -150,7 +170,7 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 			errs = append(errs, err)
 			continue
 		}
-		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule)
+		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
 		r.start()
 		a.responders[ifi.Name] = r
 		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
