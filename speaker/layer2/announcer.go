@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -81,6 +82,9 @@ type Announcer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// macs holds the MACs of the managed interfaces, for defence.siblings.
+	macs atomic.Pointer[map[[macLen]byte]struct{}]
+
 	mu         sync.Mutex
 	closed     bool
 	responders map[string]*responder // by interface name
@@ -110,16 +114,18 @@ func New(ctx context.Context, opts Options) *Announcer {
 		def.interval = DefaultDefendInterval
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	return &Announcer{
+	a := &Announcer{
 		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
 		dial:       dial,
 		schedule:   schedule,
-		defence:    def,
 		ctx:        ctx,
 		cancel:     cancel,
 		responders: map[string]*responder{},
 		owned:      map[netip.Addr][]string{},
 	}
+	def.siblings = &a.macs
+	a.defence = def
+	return a
 }
 
 // SetInterfaces makes ifis the set of managed interfaces: a responder is
@@ -141,9 +147,16 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 	}
 
 	want := make(map[string]net.Interface, len(ifis))
+	macs := make(map[[macLen]byte]struct{}, len(ifis))
 	for _, ifi := range ifis {
 		want[ifi.Name] = ifi
+		if len(ifi.HardwareAddr) == macLen {
+			macs[[macLen]byte(ifi.HardwareAddr)] = struct{}{}
+		}
 	}
+	// Published before any responder starts, so that none takes a new
+	// sibling's first announcements for a foreign claim.
+	a.macs.Store(&macs)
 	for name, r := range a.responders {
 		w, ok := want[name]
 		if ok && w.Index == r.ifi.Index && sameMAC(w.HardwareAddr, r.ifi.HardwareAddr) {

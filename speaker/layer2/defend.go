@@ -3,6 +3,7 @@ package layer2
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,10 +39,29 @@ type Conflict struct {
 	Defended bool
 }
 
-// defence is the part of Options a responder needs.
+// defence is the part of Options a responder needs, and the MACs of every
+// interface the Announcer manages.
 type defence struct {
 	interval   time.Duration
 	onConflict func(Conflict)
+	// siblings points at the Announcer's set of managed MACs. On a node
+	// with two interfaces on one LAN, each responder hears the other's
+	// announcements; taking them for a foreign claim would make the two
+	// defend against each other forever.
+	siblings *atomic.Pointer[map[[macLen]byte]struct{}]
+}
+
+// sibling reports whether mac belongs to an interface of this node.
+func (d defence) sibling(mac [macLen]byte) bool {
+	if d.siblings == nil {
+		return false
+	}
+	m := d.siblings.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[mac]
+	return ok
 }
 
 // defendLoop owns the defence of every address on one interface: it

@@ -159,3 +159,35 @@ func TestDefendOnlyOwned(t *testing.T) {
 	default:
 	}
 }
+
+// Two interfaces of one node on one LAN hear each other's announcements:
+// those are no claim, or the two would defend against each other forever.
+func TestDefendIgnoresSiblings(t *testing.T) {
+	log := make(conflictLog, 16)
+	fn := &fakeNet{}
+	a := New(t.Context(), Options{Schedule: []time.Duration{}, Dial: fn.dial, DefendInterval: 10 * time.Millisecond,
+		OnConflict: func(c Conflict) { log <- c }})
+	t.Cleanup(func() { a.Close() })
+	eth0, eth1 := testIface("eth0", 1), testIface("eth1", 2)
+	if err := a.SetInterfaces([]net.Interface{eth0, eth1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil, vip6: nil}); err != nil {
+		t.Fatal(err)
+	}
+	c0 := fn.iface("eth0")
+	if got := exchange(t, c0.arp, gratuitousARP(eth1.HardwareAddr, vip4)[0]); len(got) != 0 {
+		t.Errorf("eth0 answered eth1's gratuitous ARP with %d frames", len(got))
+	}
+	if got := exchange(t, c0.ndp, unsolicitedNA(eth1.HardwareAddr, vip6)); len(got) != 0 {
+		t.Errorf("eth0 answered eth1's unsolicited NA with %d frames", len(got))
+	}
+	// A stranger is still a claim.
+	c0.arp.deliver(t, gratuitousARP(peerMAC, vip4)[0])
+	if c := log.next(t); c.MAC.String() != peerMAC.String() {
+		t.Errorf("conflict %+v, want one from %s", c, peerMAC)
+	}
+	if s := a.Stats(); s.ARP.Conflicts != 1 || s.NDP.Conflicts != 0 {
+		t.Errorf("conflicts counted: ARP %d, NDP %d; want 1 and 0", s.ARP.Conflicts, s.NDP.Conflicts)
+	}
+}

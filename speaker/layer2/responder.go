@@ -133,6 +133,9 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 			continue
 		}
 		v, reply, cl := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())
+		if v == verdictConflict && r.defence.sibling(cl.mac) {
+			v = verdictIgnored // another interface of this node announcing
+		}
 		c.count(v)
 		switch v {
 		case verdictAnswer:
