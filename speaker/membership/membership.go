@@ -92,6 +92,15 @@ type Config struct {
 	// can cut a member off the network. When set, BindAddr and BindPort
 	// are not used for listening.
 	Transport memberlist.Transport
+
+	// MACs are the hardware addresses of the interfaces this member
+	// announces on, published in its memberlist metadata (up to 85 of
+	// them fit).
+	MACs []net.HardwareAddr
+
+	// Directory, when set, learns the MACs every member publishes,
+	// including this one. May be nil.
+	Directory *Directory
 }
 
 // Group is this member's handle on the speaker cluster.
@@ -106,6 +115,7 @@ type Group struct {
 	peers    []string
 	log      logr.Logger
 	onChange func([]string)
+	dir      *Directory
 
 	// changed is a one-slot doorbell rung by memberlist's event callbacks.
 	// Those run with memberlist's node lock held, so they must neither
@@ -160,6 +170,7 @@ func New(cfg Config) (*Group, error) {
 		peers:    slices.Clone(cfg.Peers),
 		log:      cfg.Logger.WithValues("member", cfg.Name),
 		onChange: cfg.OnChange,
+		dir:      cfg.Directory,
 		changed:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		addrs:    make(map[string]string),
@@ -178,6 +189,7 @@ func New(cfg Config) (*Group, error) {
 	mc.Logger = NewStdLogger(g.log)
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
+	mc.Delegate = delegate{macs: cloneMACs(cfg.MACs)}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -513,6 +525,7 @@ func (g *Group) remember(n *memberlist.Node) {
 	g.mu.Lock()
 	g.addrs[n.Name] = n.Address()
 	g.mu.Unlock()
+	g.dir.learn(n.Name, n.Meta)
 }
 
 // merges lets Rejoin see the remote member list of a join's push/pull,
