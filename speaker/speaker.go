@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -63,6 +64,11 @@ type Options struct {
 	// (default 5 s): a proxy that never says yes must not keep an address
 	// dark for good.
 	LocalServingWait time.Duration
+	// MACOwner returns the node whose speaker published mac (memberlist
+	// metadata, membership.Directory.NodeOf), or "" when none did. It
+	// tells another speaker from a foreign host in DuplicateAnnouncer.
+	// Nil means every claimant counts as foreign.
+	MACOwner func(mac net.HardwareAddr) string
 }
 
 // Speaker elects owners and drives the announcer.
@@ -93,6 +99,12 @@ type Speaker struct {
 	changed  time.Time
 	cfg      *config.Config
 	cfgRV    string
+	// yields holds addresses this node keeps silent after losing a split
+	// brain to another speaker, until when (DuplicateAnnouncer).
+	yields map[netip.Addr]time.Time
+
+	dupMu       sync.Mutex
+	dupReported map[dupKey]time.Time // last report per address and claimant
 
 	// Owned by the sync loop.
 	owners  map[netip.Addr]string
@@ -110,6 +122,9 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		kick:    make(chan struct{}, 1),
 		owners:  map[netip.Addr]string{},
 		waiting: map[netip.Addr]time.Time{},
+		yields:  map[netip.Addr]time.Time{},
+
+		dupReported: map[dupKey]time.Time{},
 	}
 	if s.opts.LocalServingWait <= 0 {
 		s.opts.LocalServingWait = 5 * time.Second
@@ -163,6 +178,9 @@ func (s *Speaker) MembersChanged(members []string) {
 	s.mu.Lock()
 	s.members = slices.Clone(members)
 	s.changed = time.Now()
+	// A split brain comes from two different views of the membership; a
+	// new view may have settled it, or made this node the rightful owner.
+	clear(s.yields)
 	s.mu.Unlock()
 	s.metrics.members.Set(float64(len(members)))
 	s.Kick()
@@ -225,10 +243,21 @@ func (s *Speaker) sync(ctx context.Context) {
 	owners := election.Elect(addrs, nodes, members)
 	mine := map[netip.Addr][]string{}
 	held := false
+	var yieldEnds time.Time
 	if !isolated {
+		now := time.Now()
 		for _, a := range addrs {
 			if owners[a.IP] != s.opts.NodeName {
 				delete(s.waiting, a.IP)
+				continue
+			}
+			s.mu.Lock()
+			y, until := s.yielded(a.IP, now)
+			s.mu.Unlock()
+			if y {
+				if yieldEnds.IsZero() || until.Before(yieldEnds) {
+					yieldEnds = until
+				}
 				continue
 			}
 			if s.holdBack(ctx, a.IP, users[a.IP], members) {
@@ -245,8 +274,11 @@ func (s *Speaker) sync(ctx context.Context) {
 	}
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
-	if held {
+	switch {
+	case held:
 		s.retryIn(100 * time.Millisecond)
+	case !yieldEnds.IsZero():
+		s.retryIn(time.Until(yieldEnds))
 	}
 
 	for ip, owner := range owners {

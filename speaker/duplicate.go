@@ -1,0 +1,147 @@
+package speaker
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/speaker/election"
+)
+
+const (
+	// duplicateReportEvery is how often a Warning Event and a log line
+	// are raised for one address claimed by one MAC while the claims go
+	// on: the first at once, then one per interval, so a host that keeps
+	// claiming keeps showing up without flooding the API server (client-go's
+	// recorder further folds repeats into one Event with a count).
+	duplicateReportEvery = 10 * time.Second
+
+	// yieldFor is how long a speaker that lost a split brain stays silent
+	// for the address before it trusts its own election again. A
+	// membership change ends it sooner. If the two still disagree then,
+	// the owner's defence silences this one again within milliseconds;
+	// a longer silence would risk a dark address should the owner stop
+	// announcing without a membership change.
+	yieldFor = 5 * time.Second
+)
+
+// dupKey identifies one claimant of one address, for rate-limiting.
+type dupKey struct {
+	ip  netip.Addr
+	mac string
+}
+
+// yieldsTo reports whether self must stop announcing ip because other, a
+// speaker that also announces it, is the elected owner between the two.
+// Both compute the same answer, whatever their views of the membership,
+// so exactly one of them keeps announcing.
+func yieldsTo(self, other string, ip netip.Addr) bool {
+	return other != "" && other != self && election.Owner(ip, []string{self, other}) == other
+}
+
+// DuplicateAnnouncer reports that mac, not this node's, announced ip while
+// this node announces it (layer2.Options.OnConflict). The layer-2
+// responder has already re-announced the address when this is called.
+//
+// It counts the claim, and at most once per address and MAC per
+// duplicateReportEvery raises a Warning Event on every Service using ip
+// and logs it. When mac belongs to another speaker (Options.MACOwner) that
+// wins the pairwise election for ip, this node stops announcing ip for a
+// while (a split brain: the two hold different views of the membership);
+// otherwise it keeps announcing and defending: a claim by a host that is
+// not a speaker never withdraws an address.
+//
+// Safe for concurrent use; it never blocks on the API server.
+func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net.HardwareAddr) {
+	s.metrics.duplicates.WithLabelValues(ip.String()).Inc()
+	var other string
+	if s.opts.MACOwner != nil {
+		other = s.opts.MACOwner(mac)
+	}
+	yield := yieldsTo(s.opts.NodeName, other, ip)
+	now := time.Now()
+	if yield {
+		s.mu.Lock()
+		_, already := s.yields[ip]
+		s.yields[ip] = now.Add(yieldFor)
+		s.mu.Unlock()
+		if !already {
+			s.Kick()
+		}
+	}
+
+	key := dupKey{ip, mac.String()}
+	s.dupMu.Lock()
+	last, seen := s.dupReported[key]
+	report := !seen || now.Sub(last) >= duplicateReportEvery
+	if report {
+		s.dupReported[key] = now
+		// Forget claimants quiet for a while, so the map stays as small
+		// as the set of current ones.
+		for k, at := range s.dupReported {
+			if now.Sub(at) >= 2*duplicateReportEvery {
+				delete(s.dupReported, k)
+			}
+		}
+	}
+	s.dupMu.Unlock()
+	if !report {
+		return
+	}
+
+	var msg string
+	switch {
+	case other == "" || other == s.opts.NodeName:
+		msg = "address %s is also announced by MAC %s, which is not an ironlb speaker; node %q keeps announcing and defending it"
+	case yield:
+		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker and the elected owner between the two; node %q stops announcing it"
+	default:
+		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker; node %q is the elected owner between the two and re-announces it"
+	}
+	args := []any{ip, mac}
+	if other != "" && other != s.opts.NodeName {
+		args = append(args, other)
+	}
+	args = append(args, s.opts.NodeName)
+	svcs := s.servicesUsing(ip)
+	klog.FromContext(ctx).Info("Another MAC announces an address this node serves", "ip", ip, "mac", mac.String(),
+		"speaker", other, "yielding", yield, "services", len(svcs))
+	for _, svc := range svcs {
+		s.recorder.Eventf(svc, corev1.EventTypeWarning, api.EventDuplicateAnnouncer, msg, args...)
+	}
+}
+
+// servicesUsing lists the Services of this speaker that hold ip.
+func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
+	all, _ := s.services.List(labels.Everything())
+	var out []*corev1.Service
+	for _, svc := range all {
+		if controller.Ours(svc, s.opts.LBClass) && slices.Contains(controller.IngressIPs(svc), ip) {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
+
+// yielded reports whether ip is held back after a lost split brain at now,
+// and when that ends. Called by the sync loop with s.mu held; expired
+// entries are dropped.
+func (s *Speaker) yielded(ip netip.Addr, now time.Time) (bool, time.Time) {
+	until, ok := s.yields[ip]
+	if !ok {
+		return false, time.Time{}
+	}
+	if !now.Before(until) {
+		delete(s.yields, ip)
+		return false, time.Time{}
+	}
+	return true, until
+}

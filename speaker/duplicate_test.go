@@ -1,0 +1,170 @@
+package speaker
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/ironlb/ironlb/speaker/election"
+)
+
+func lbSvc(name, ip string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{
+			Ingress: []corev1.LoadBalancerIngress{{IP: ip}}}},
+	}
+}
+
+// dupSpeaker is a Speaker with just what DuplicateAnnouncer uses: a
+// Service lister over a plain indexer, a fake Event recorder, metrics, and
+// a MAC directory.
+func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*corev1.Service) (*Speaker, *record.FakeRecorder) {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, svc := range svcs {
+		if err := idx.Add(svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := record.NewFakeRecorder(100)
+	s := &Speaker{
+		opts:     Options{NodeName: node, MACOwner: func(m net.HardwareAddr) string { return macs[m.String()] }},
+		services: corelisters.NewServiceLister(idx), recorder: rec, metrics: NewMetrics(),
+		kick: make(chan struct{}, 1), yields: map[netip.Addr]time.Time{}, dupReported: map[dupKey]time.Time{},
+	}
+	return s, rec
+}
+
+func events(rec *record.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func TestDuplicateAnnouncerForeignHost(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	foreign, _ := net.ParseMAC("02:1b:00:00:00:99")
+	s, rec := dupSpeaker(t, "n1", nil, lbSvc("a", ip.String()), lbSvc("b", ip.String()), lbSvc("other", "198.51.100.101"))
+	ctx := context.Background()
+
+	s.DuplicateAnnouncer(ctx, ip, foreign)
+	evs := events(rec)
+	if len(evs) != 2 {
+		t.Fatalf("got Events %q, want one on each of the two Services using %s", evs, ip)
+	}
+	for _, e := range evs {
+		if !strings.HasPrefix(e, "Warning DuplicateAnnouncer ") || !strings.Contains(e, foreign.String()) ||
+			!strings.Contains(e, "not an ironlb speaker") || !strings.Contains(e, `node "n1" keeps announcing`) {
+			t.Errorf("Event %q: want a Warning DuplicateAnnouncer naming %s as foreign and n1 defending", e, foreign)
+		}
+	}
+	// Rate-limited per address and MAC: more claims count, but raise no
+	// Event until the interval is over...
+	for range 5 {
+		s.DuplicateAnnouncer(ctx, ip, foreign)
+	}
+	if evs := events(rec); len(evs) != 0 {
+		t.Errorf("claims within %v raised %d more Events", duplicateReportEvery, len(evs))
+	}
+	var m dto.Metric
+	if err := s.metrics.duplicates.WithLabelValues(ip.String()).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 6 {
+		t.Errorf("ironlb_speaker_duplicate_announcer_total{address=%q} = %v, want 6", ip, got)
+	}
+	// ...and the interval over, the next claim reports again.
+	s.dupMu.Lock()
+	s.dupReported[dupKey{ip, foreign.String()}] = time.Now().Add(-duplicateReportEvery)
+	s.dupMu.Unlock()
+	s.DuplicateAnnouncer(ctx, ip, foreign)
+	if evs := events(rec); len(evs) != 2 {
+		t.Errorf("after the interval: %d Events, want 2", len(evs))
+	}
+	// A foreign claim never makes this node stop.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if y, _ := s.yielded(ip, time.Now()); y {
+		t.Error("yielding to a foreign host")
+	}
+}
+
+func TestDuplicateAnnouncerOtherSpeaker(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	// Whichever of n1 and n2 wins the pairwise election for ip.
+	winner := election.Owner(ip, []string{"n1", "n2"})
+	loser := map[string]string{"n1": "n2", "n2": "n1"}[winner]
+	macOf := map[string]string{"n1": "02:00:c6:33:64:0b", "n2": "02:00:c6:33:64:0c"}
+	macs := map[string]string{macOf["n1"]: "n1", macOf["n2"]: "n2"}
+	ctx := context.Background()
+
+	// The winner hears the loser: it keeps the address.
+	w, wrec := dupSpeaker(t, winner, macs, lbSvc("a", ip.String()))
+	lmac, _ := net.ParseMAC(macOf[loser])
+	w.DuplicateAnnouncer(ctx, ip, lmac)
+	if evs := events(wrec); len(evs) != 1 || !strings.Contains(evs[0], `of node "`+loser+`"`) || !strings.Contains(evs[0], "re-announces") {
+		t.Errorf("winner's Events %q: want one naming node %s and saying %s re-announces", evs, loser, winner)
+	}
+	if y, _ := w.yielded(ip, time.Now()); y {
+		t.Errorf("%s, the pairwise owner, stopped announcing", winner)
+	}
+
+	// The loser hears the winner: it stops, and its sync loop is kicked.
+	l, lrec := dupSpeaker(t, loser, macs, lbSvc("a", ip.String()))
+	wmac, _ := net.ParseMAC(macOf[winner])
+	l.DuplicateAnnouncer(ctx, ip, wmac)
+	if evs := events(lrec); len(evs) != 1 || !strings.Contains(evs[0], `of node "`+winner+`"`) || !strings.Contains(evs[0], "stops announcing") {
+		t.Errorf("loser's Events %q: want one naming node %s and saying %s stops", evs, winner, loser)
+	}
+	if y, until := l.yielded(ip, time.Now()); !y || time.Until(until) > yieldFor {
+		t.Errorf("%s yielded = %v until %v, want true for at most %v", loser, y, until, yieldFor)
+	}
+	select {
+	case <-l.kick:
+	default:
+		t.Error("sync loop not kicked")
+	}
+	// Bounded: after yieldFor it trusts its own election again...
+	if y, _ := l.yielded(ip, time.Now().Add(yieldFor)); y {
+		t.Errorf("still yielding after %v", yieldFor)
+	}
+	// ...and a membership change ends it at once.
+	l.DuplicateAnnouncer(ctx, ip, wmac)
+	l.metrics = NewMetrics()
+	l.MembersChanged([]string{loser})
+	if y, _ := l.yielded(ip, time.Now()); y {
+		t.Error("still yielding after a membership change")
+	}
+}
+
+func TestYieldsTo(t *testing.T) {
+	ip := netip.MustParseAddr("2001:db8:100::100")
+	for _, pair := range [][2]string{{"n1", "n2"}, {"n2", "n3"}, {"n1", "n3"}} {
+		a, b := pair[0], pair[1]
+		// Exactly one of the two yields, whichever asks.
+		if yieldsTo(a, b, ip) == yieldsTo(b, a, ip) {
+			t.Errorf("%s and %s: yieldsTo gives %v both ways", a, b, yieldsTo(a, b, ip))
+		}
+	}
+	if yieldsTo("n1", "", ip) || yieldsTo("n1", "n1", ip) {
+		t.Error("yielding to a foreign host or to itself")
+	}
+}
