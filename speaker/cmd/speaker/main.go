@@ -116,8 +116,9 @@ func run(args []string) int {
 		return 1
 	}
 	names := make([]string, len(ifis))
+	macs := make([]net.HardwareAddr, len(ifis))
 	for i, ifi := range ifis {
-		names[i] = ifi.Name
+		names[i], macs[i] = ifi.Name, ifi.HardwareAddr
 	}
 
 	// The announcer and the speaker outlive the signal: on SIGTERM this
@@ -125,7 +126,16 @@ func run(args []string) int {
 	// node still answers, and only then stops.
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
-	ann := layer2.New(runCtx, layer2.Options{})
+	// Claims by other MACs on an address this node announces are defended
+	// by the announcer itself; the speaker reports them (Event, metric) and
+	// settles a split brain with another speaker, whose MACs the directory
+	// learns from memberlist metadata.
+	dir := membership.NewDirectory()
+	ann := layer2.New(runCtx, layer2.Options{OnConflict: func(c layer2.Conflict) {
+		if sp := running.Load(); sp != nil {
+			sp.DuplicateAnnouncer(runCtx, c.Addr, c.MAC)
+		}
+	}})
 	if err := ann.SetInterfaces(ifis); err != nil {
 		logger.Error(err, "Cannot open ARP/NDP sockets (the speaker needs CAP_NET_RAW)", "interfaces", names)
 		return 1
@@ -134,11 +144,12 @@ func run(args []string) int {
 	registerLayer2(metrics.Registry, ann)
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
-		LocalServing: proxyServes(self),
+		LocalServing: proxyServes(self), MACOwner: dir.NodeOf,
 	})
 	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
 		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
+		MACs: macs, Directory: dir,
 	}
 	grp, err := membership.New(mcfg)
 	if err != nil {
@@ -428,6 +439,8 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 		{"gratuitous_total", "Gratuitous ARP / unsolicited NA frames sent on gaining an address.", func(s layer2.FamilyStats) uint64 { return s.Gratuitous }},
 		{"malformed_total", "Frames dropped as malformed.", func(s layer2.FamilyStats) uint64 { return s.Malformed }},
 		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
+		{"conflicts_total", "Frames in which another MAC claimed an address this node announces.", func(s layer2.FamilyStats) uint64 { return s.Conflicts }},
+		{"defences_total", "Gratuitous ARP / unsolicited NA frames sent to reclaim an address from such a claim.", func(s layer2.FamilyStats) uint64 { return s.Defences }},
 	}
 	for _, f := range fields {
 		for _, fam := range []string{"arp", "ndp"} {
