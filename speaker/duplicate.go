@@ -43,8 +43,17 @@ type dupKey struct {
 // speaker that also announces it, is the elected owner between the two.
 // Both compute the same answer, whatever their views of the membership,
 // so exactly one of them keeps announcing.
-func yieldsTo(self, other string, ip netip.Addr) bool {
-	return other != "" && other != self && election.Owner(ip, []string{self, other}) == other
+//
+// It applies only when self believes other is dead (not in members): that
+// is what a split brain looks like, each side having lost the other. A
+// speaker self sees alive computes the same election from the same
+// members, so a claim in its name is more likely a forged frame (a MAC is
+// not authenticated) than a real disagreement, and stopping for it would
+// let a forger take the address down; self defends instead, as against a
+// foreign host, until the views agree.
+func yieldsTo(self, other string, members []string, ip netip.Addr) bool {
+	return other != "" && other != self && !slices.Contains(members, other) &&
+		election.Owner(ip, []string{self, other}) == other
 }
 
 // DuplicateAnnouncer reports that mac, not this node's, announced ip while
@@ -66,16 +75,16 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	if s.opts.MACOwner != nil {
 		other = s.opts.MACOwner(mac)
 	}
-	yield := yieldsTo(s.opts.NodeName, other, ip)
 	now := time.Now()
+	s.mu.Lock()
+	yield := yieldsTo(s.opts.NodeName, other, s.members, ip)
+	_, already := s.yields[ip]
 	if yield {
-		s.mu.Lock()
-		_, already := s.yields[ip]
 		s.yields[ip] = now.Add(yieldFor)
-		s.mu.Unlock()
-		if !already {
-			s.Kick()
-		}
+	}
+	s.mu.Unlock()
+	if yield && !already {
+		s.Kick()
 	}
 
 	key := dupKey{ip, mac.String()}
@@ -102,9 +111,11 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	case other == "" || other == s.opts.NodeName:
 		msg = "address %s is also announced by MAC %s, which is not an ironlb speaker; node %q keeps announcing and defending it"
 	case yield:
-		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker and the elected owner between the two; node %q stops announcing it"
+		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker that this node lost contact with and the elected owner between the two; node %q stops announcing it"
+	case slices.Contains(s.currentMembers(), other):
+		msg = "address %s is also announced by MAC %s of node %q, an ironlb speaker this node sees alive and that should not announce it (a forged frame, or a view that has not converged yet); node %q keeps announcing and defending it"
 	default:
-		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker; node %q is the elected owner between the two and re-announces it"
+		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker that this node lost contact with; node %q is the elected owner between the two and re-announces it"
 	}
 	args := []any{ip, mac}
 	if other != "" && other != s.opts.NodeName {
@@ -117,6 +128,12 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	for _, svc := range svcs {
 		s.recorder.Eventf(svc, corev1.EventTypeWarning, api.EventDuplicateAnnouncer, msg, args...)
 	}
+}
+
+func (s *Speaker) currentMembers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.members
 }
 
 // servicesUsing lists the Services of this speaker that hold ip.

@@ -114,11 +114,14 @@ func TestDuplicateAnnouncerOtherSpeaker(t *testing.T) {
 	loser := map[string]string{"n1": "n2", "n2": "n1"}[winner]
 	macOf := map[string]string{"n1": "02:00:c6:33:64:0b", "n2": "02:00:c6:33:64:0c"}
 	macs := map[string]string{macOf["n1"]: "n1", macOf["n2"]: "n2"}
+	wmac, _ := net.ParseMAC(macOf[winner])
+	lmac, _ := net.ParseMAC(macOf[loser])
 	ctx := context.Background()
 
-	// The winner hears the loser: it keeps the address.
+	// A split brain: each has lost the other. The winner hears the loser
+	// and keeps the address.
 	w, wrec := dupSpeaker(t, winner, macs, lbSvc("a", ip.String()))
-	lmac, _ := net.ParseMAC(macOf[loser])
+	w.members = []string{winner}
 	w.DuplicateAnnouncer(ctx, ip, lmac)
 	if evs := events(wrec); len(evs) != 1 || !strings.Contains(evs[0], `of node "`+loser+`"`) || !strings.Contains(evs[0], "re-announces") {
 		t.Errorf("winner's Events %q: want one naming node %s and saying %s re-announces", evs, loser, winner)
@@ -129,7 +132,7 @@ func TestDuplicateAnnouncerOtherSpeaker(t *testing.T) {
 
 	// The loser hears the winner: it stops, and its sync loop is kicked.
 	l, lrec := dupSpeaker(t, loser, macs, lbSvc("a", ip.String()))
-	wmac, _ := net.ParseMAC(macOf[winner])
+	l.members = []string{loser}
 	l.DuplicateAnnouncer(ctx, ip, wmac)
 	if evs := events(lrec); len(evs) != 1 || !strings.Contains(evs[0], `of node "`+winner+`"`) || !strings.Contains(evs[0], "stops announcing") {
 		t.Errorf("loser's Events %q: want one naming node %s and saying %s stops", evs, winner, loser)
@@ -148,10 +151,22 @@ func TestDuplicateAnnouncerOtherSpeaker(t *testing.T) {
 	}
 	// ...and a membership change ends it at once.
 	l.DuplicateAnnouncer(ctx, ip, wmac)
-	l.metrics = NewMetrics()
-	l.MembersChanged([]string{loser})
+	l.MembersChanged([]string{loser, winner})
 	if y, _ := l.yielded(ip, time.Now()); y {
 		t.Error("still yielding after a membership change")
+	}
+
+	// A claim in the name of a speaker this node sees alive is not a
+	// split brain (both compute the same election): possibly a forged
+	// frame, so even the pairwise loser keeps defending.
+	f, frec := dupSpeaker(t, loser, macs, lbSvc("a", ip.String()))
+	f.members = []string{"n1", "n2"}
+	f.DuplicateAnnouncer(ctx, ip, wmac)
+	if y, _ := f.yielded(ip, time.Now()); y {
+		t.Errorf("%s stopped for a claim in the name of %s, which it sees alive", loser, winner)
+	}
+	if evs := events(frec); len(evs) != 1 || !strings.Contains(evs[0], "sees alive") || !strings.Contains(evs[0], "defending") {
+		t.Errorf("Events %q: want one saying the claimant is alive and %s keeps defending", evs, loser)
 	}
 }
 
@@ -159,12 +174,17 @@ func TestYieldsTo(t *testing.T) {
 	ip := netip.MustParseAddr("2001:db8:100::100")
 	for _, pair := range [][2]string{{"n1", "n2"}, {"n2", "n3"}, {"n1", "n3"}} {
 		a, b := pair[0], pair[1]
-		// Exactly one of the two yields, whichever asks.
-		if yieldsTo(a, b, ip) == yieldsTo(b, a, ip) {
-			t.Errorf("%s and %s: yieldsTo gives %v both ways", a, b, yieldsTo(a, b, ip))
+		// Each has lost the other: exactly one of the two yields,
+		// whichever asks.
+		if yieldsTo(a, b, []string{a}, ip) == yieldsTo(b, a, []string{b}, ip) {
+			t.Errorf("%s and %s: yieldsTo gives %v both ways", a, b, yieldsTo(a, b, []string{a}, ip))
+		}
+		// Both alive in the asker's view: neither yields.
+		if yieldsTo(a, b, []string{a, b}, ip) || yieldsTo(b, a, []string{a, b}, ip) {
+			t.Errorf("%s and %s: yielding to a speaker seen alive", a, b)
 		}
 	}
-	if yieldsTo("n1", "", ip) || yieldsTo("n1", "n1", ip) {
+	if yieldsTo("n1", "", nil, ip) || yieldsTo("n1", "n1", nil, ip) {
 		t.Error("yielding to a foreign host or to itself")
 	}
 }
