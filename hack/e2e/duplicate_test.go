@@ -1,0 +1,195 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ironlb/ironlb/hack/e2e/harness"
+)
+
+// clientMAC is the client's LAN MAC (hack/lab.sh: 02:00:c6:33:64:XX, XX the
+// last octet of 198.51.100.2).
+const clientMAC = "02:00:c6:33:64:02"
+
+// neighChange is one line of `probe neigh`.
+type neighChange struct {
+	Unix  float64 `json:"unix_ms"`
+	MAC   string  `json:"mac"`
+	State string  `json:"state"`
+}
+
+func (c neighChange) at() time.Time { return time.UnixMicro(int64(c.Unix * 1000)) }
+
+func neighChanges(t *testing.T, p *harness.Probe) []neighChange {
+	t.Helper()
+	var out []neighChange
+	for _, l := range p.Lines() {
+		var c neighChange
+		if err := json.Unmarshal(l, &c); err != nil {
+			t.Fatalf("probe neigh line %q: %v", l, err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestDuplicateAnnouncer: a host on the LAN claims the address a node
+// serves, with gratuitous ARP. The owner raises a Warning Event on the
+// Service within 2 s, naming the MAC (and the node, when the MAC is
+// another speaker's), keeps the address, and wins the LAN's neighbour
+// entries back within 2 s of the last claim.
+//
+// The claims come from the client (its own MAC: a host with the VIP
+// misconfigured) and from another node's namespace with that node's MAC
+// (a second announcer in a speaker's name, which the owner sees alive and
+// so defends against). The neighbour entries watched are those of the
+// control-plane host and of the client: a host never learns from its own
+// frames, so when the client claims, only the control plane can be misled.
+func TestDuplicateAnnouncer(t *testing.T) {
+	ns := namespace(t, "e2e-dup")
+	service(t, ns, "web", singleStack)
+	ip := ingress(t, ns, "web", 1)[0]
+	o := owner(t, ip, 10*time.Second)
+	curlUntil(t, url(ip, 80), "UP "+o, 5*time.Second)
+	var other string
+	for _, n := range nodes {
+		if n != o {
+			other = n
+			break
+		}
+	}
+	for _, tc := range []struct {
+		name, from, mac, node string
+	}{
+		{"from the client", "client", clientMAC, ""},
+		{"from another node", other, nodeMAC[other], other},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Both watchers need an entry to watch: a request from each
+			// host resolves the address through the owner.
+			for _, role := range []string{"client", "cp"} {
+				if out, err := tryCmd("", nil, "bash", "hack/lab.sh", "exec", role, "curl", "-s", "--max-time", "1", url(ip, 80)); err != nil || strings.TrimSpace(out) != "UP "+o {
+					t.Fatalf("curl %s from %s: %q, %v", url(ip, 80), role, out, err)
+				}
+			}
+			watch := map[string]*harness.Probe{}
+			for _, role := range []string{"client", "cp"} {
+				watch[role] = h.StartProbeIn(t, role, "neigh", "--ip", ip, "--duration", "0")
+			}
+			for role, p := range watch {
+				// The first line comes once the watcher listens.
+				deadline := time.Now().Add(5 * time.Second)
+				for len(p.Lines()) == 0 && time.Now().Before(deadline) {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if c := neighChanges(t, p); len(c) == 0 || c[0].MAC != nodeMAC[o] {
+					t.Fatalf("%s's neighbour entry for %s before the claims: %+v, want %s (stderr: %s)", role, ip, c, nodeMAC[o], p.Stderr())
+				}
+			}
+
+			// Five claims, 100 ms apart.
+			out := lab(t, "exec", tc.from, h.Probe, "garp", "--ip", ip, "--mac", tc.mac, "--count", "5", "--interval", "100ms")
+			var sent []neighChange // only unix_ms is used
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				var c neighChange
+				if err := json.Unmarshal([]byte(l), &c); err != nil {
+					t.Fatalf("probe garp line %q: %v", l, err)
+				}
+				sent = append(sent, c)
+			}
+			if len(sent) != 5 {
+				t.Fatalf("probe garp sent %d claims, want 5: %q", len(sent), out)
+			}
+			first, last := sent[0].at(), sent[len(sent)-1].at()
+
+			// The Warning Event, naming the MAC (and the node).
+			var ev string
+			for {
+				evs, _ := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=5s", "-n", ns, "get", "events",
+					"--field-selector", "reason=DuplicateAnnouncer,type=Warning", "-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`)
+				for _, m := range strings.Split(evs, "\n") {
+					if strings.Contains(m, tc.mac) {
+						ev = m
+					}
+				}
+				if ev != "" || time.Since(first) > 5*time.Second {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			seen := time.Since(first)
+			if ev == "" {
+				t.Fatalf("no DuplicateAnnouncer Warning naming %s on %s/web 5 s after the first claim", tc.mac, ns)
+			}
+			t.Logf("Event seen (kubectl polling) %.0f ms after the first claim: %s", msSince(first, first.Add(seen)), ev)
+			if seen > 2*time.Second {
+				t.Errorf("the Event took %v to appear, want within 2 s", seen.Round(time.Millisecond))
+			}
+			if tc.node != "" && !strings.Contains(ev, fmt.Sprintf("of node %q", tc.node)) {
+				t.Errorf("Event %q does not name node %s, whose speaker publishes %s", ev, tc.node, tc.mac)
+			}
+			if !strings.Contains(ev, fmt.Sprintf("node %q keeps announcing and defending", o)) {
+				t.Errorf("Event %q: want the owner %s to keep the address", ev, o)
+			}
+
+			// The LAN's entries: back on the owner within 2 s of the last claim.
+			time.Sleep(time.Until(last.Add(2500 * time.Millisecond)))
+			for role, p := range watch {
+				p.Stop()
+				if role == tc.from {
+					continue // a host never hears its own claims
+				}
+				cs := neighChanges(t, p)
+				var misled int
+				back := time.Duration(-1)
+				for _, c := range cs {
+					if c.MAC == "" {
+						continue
+					}
+					if c.MAC != nodeMAC[o] {
+						misled++
+						back = -1
+					} else if back < 0 && misled > 0 {
+						back = c.at().Sub(last)
+					}
+				}
+				final := cs[len(cs)-1]
+				t.Logf("%s: neighbour entry for %s changed %d times; pointed elsewhere %d times; back on %s %.1f ms after the last claim (negative: before it); changes: %+v",
+					role, ip, len(cs)-1, misled, o, float64(back.Microseconds())/1000, cs)
+				if final.MAC != nodeMAC[o] {
+					t.Errorf("%s's neighbour entry for %s is %s 2.5 s after the last claim, want the owner %s (%s)", role, ip, final.MAC, o, nodeMAC[o])
+				}
+				if misled > 0 && back > 2*time.Second {
+					t.Errorf("%s's entry came back on the owner %v after the last claim, want within 2 s", role, back)
+				}
+				if misled == 0 {
+					t.Logf("%s: the defence beat the kernel's notification; the entry never visibly moved", role)
+				}
+			}
+
+			// Never withdrawn: the owner still answers, alone, and serves.
+			ownerIs(t, ip, o, 2*time.Second)
+			if got := curl(t, url(ip, 80)); got != "UP "+o {
+				t.Errorf("curl after the claims = %q, want UP %s", got, o)
+			}
+			metrics, err := tryCmd("", nil, "bash", "hack/lab.sh", "exec", "client", "curl", "-s", "--max-time", "2", "http://"+nodeIP[o]+":7474/metrics")
+			if err != nil {
+				t.Fatalf("owner's metrics: %v", err)
+			}
+			want := fmt.Sprintf(`ironlb_speaker_duplicate_announcer_total{address=%q}`, ip)
+			if !strings.Contains(metrics, want) {
+				t.Errorf("owner's metrics lack %s", want)
+			}
+			for _, l := range strings.Split(metrics, "\n") {
+				if strings.HasPrefix(l, want) || strings.HasPrefix(l, "ironlb_speaker_defences_total") || strings.HasPrefix(l, "ironlb_speaker_conflicts_total") {
+					t.Logf("owner's metric: %s", l)
+				}
+			}
+		})
+	}
+}
