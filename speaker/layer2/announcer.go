@@ -89,6 +89,7 @@ type Announcer struct {
 	closed     bool
 	responders map[string]*responder // by interface name
 	owned      map[netip.Addr][]string
+	watched    addrSet
 }
 
 // New returns an Announcer with no interfaces and no owned addresses. Its
@@ -184,6 +185,10 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 			continue
 		}
 		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
+		if a.watched != nil {
+			w := a.watched
+			r.watched.Store(&w)
+		}
 		r.start()
 		a.responders[ifi.Name] = r
 		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
@@ -234,6 +239,38 @@ func (a *Announcer) SetOwned(owned map[netip.Addr][]string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetWatched makes the responders report claims on the given addresses
+// through OnConflict although they are not announced here, replacing the
+// previous set: a speaker that stepped back from an address for another
+// speaker uses it to hear that one still announces it. Watched addresses
+// are never answered nor defended (Conflict.Defended is false). An owned
+// address needs no watching.
+func (a *Announcer) SetWatched(ips []netip.Addr) {
+	set := make(addrSet, len(ips))
+	for _, ip := range ips {
+		set[ip.Unmap().WithZone("")] = struct{}{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.watched = set
+	for _, r := range a.responders {
+		r.watched.Store(&set)
+	}
+}
+
+// Reannounce sends one announcement round for ip at once on every
+// interface that announces it (nothing where it is not owned), counted as
+// defences. A speaker in a split brain uses it to keep reminding the other
+// speaker, which has stepped back, that the address is served.
+func (a *Announcer) Reannounce(ip netip.Addr) {
+	ip = ip.Unmap().WithZone("")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.responders {
+		r.defend(ip)
+	}
 }
 
 // setFor picks the addresses allowed on one interface.

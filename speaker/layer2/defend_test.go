@@ -191,3 +191,58 @@ func TestDefendIgnoresSiblings(t *testing.T) {
 		t.Errorf("conflicts counted: ARP %d, NDP %d; want 1 and 0", s.ARP.Conflicts, s.NDP.Conflicts)
 	}
 }
+
+// A watched address is one this node stepped back from: claims on it are
+// reported, never answered nor defended. Reannounce sends one round for an
+// owned address only.
+func TestWatchedAndReannounce(t *testing.T) {
+	log := make(conflictLog, 16)
+	fn := &fakeNet{}
+	a := New(t.Context(), Options{Schedule: []time.Duration{}, Dial: fn.dial, DefendInterval: 10 * time.Millisecond,
+		OnConflict: func(c Conflict) { log <- c }})
+	t.Cleanup(func() { a.Close() })
+	a.SetWatched([]netip.Addr{vip4, vip6})
+	// Set before the interface exists: a new responder watches too.
+	if err := a.SetInterfaces([]net.Interface{testIface("eth0", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	if got := exchange(t, eth0.arp, gratuitousARP(peerMAC, vip4)[0]); len(got) != 0 {
+		t.Errorf("claim on a watched address: sent %d frames", len(got))
+	}
+	want := Conflict{Addr: vip4, MAC: peerMAC, Interface: "eth0", Defended: false}
+	if diff := cmp.Diff(want, log.next(t), addrEqual); diff != "" {
+		t.Errorf("conflict (-want +got):\n%s", diff)
+	}
+	eth0.ndp.deliver(t, unsolicitedNA(peerMAC, vip6))
+	if c := log.next(t); c.Addr != vip6 || c.Defended {
+		t.Errorf("NA on a watched address: %+v, want reported, not defended", c)
+	}
+	// Not answered either.
+	if got := exchange(t, eth0.arp, arpRequest(peerMAC, peerIP, vip4)); len(got) != 0 {
+		t.Errorf("request for a watched address answered with %d frames", len(got))
+	}
+	time.Sleep(30 * time.Millisecond) // past any trailing defence
+	a.Reannounce(vip4)
+	if n := len(eth0.arp.sent()); n != 0 {
+		t.Errorf("%d frames sent for an address that is only watched", n)
+	}
+
+	a.SetWatched(nil)
+	if got := exchange(t, eth0.arp, gratuitousARP(peerMAC, vip4)[0]); len(got) != 0 {
+		t.Errorf("claim after unwatching: sent %d frames", len(got))
+	}
+	select {
+	case c := <-log:
+		t.Errorf("claim on an address neither owned nor watched reported: %+v", c)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	a.Reannounce(vip4)
+	if diff := cmp.Diff(summarize(gratuitousARP(eth0.ifi.HardwareAddr, vip4), summarizeARP), summarize(waitSent(t, eth0.arp, 2), summarizeARP)); diff != "" {
+		t.Errorf("Reannounce (-want +got):\n%s", diff)
+	}
+}

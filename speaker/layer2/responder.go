@@ -47,6 +47,9 @@ type responder struct {
 	wg     sync.WaitGroup
 
 	owned atomic.Pointer[addrSet]
+	// watched are addresses not announced here whose claimants are still
+	// reported (Announcer.SetWatched); never nil once started.
+	watched atomic.Pointer[addrSet]
 
 	bursts map[netip.Addr]context.CancelFunc
 	groups map[netip.Addr]int // solicited-node group -> owned addresses in it
@@ -69,6 +72,7 @@ func newResponder(parent context.Context, ifi net.Interface, conns Conns, log lo
 	}
 	empty := addrSet{}
 	r.owned.Store(&empty)
+	r.watched.Store(&empty)
 	return r
 }
 
@@ -133,6 +137,13 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 			continue
 		}
 		v, reply, cl := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())
+		if w := *r.watched.Load(); len(w) > 0 && v != verdictConflict && v != verdictAnswer && v != verdictMalformed {
+			// Decided again only while something is watched, which is
+			// rare; the reply such a decision may build is never sent.
+			if v2, _, cl2 := decide(buf[:n], r.ifi.HardwareAddr, w); v2 == verdictConflict {
+				v, cl = v2, cl2
+			}
+		}
 		if v == verdictConflict && r.defence.sibling(cl.mac) {
 			v = verdictIgnored // another interface of this node announcing
 		}
