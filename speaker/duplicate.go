@@ -31,7 +31,37 @@ const (
 	// a longer silence would risk a dark address should the owner stop
 	// announcing without a membership change.
 	yieldFor = 5 * time.Second
+
+	// reannounceEvery is how often the winner of a split brain announces
+	// the address again while it lasts, so that the loser, which watches
+	// the address, keeps stepping back instead of trying again every
+	// yieldFor. Shorter than yieldFor, so one lost frame does not end it.
+	reannounceEvery = 2 * time.Second
+
+	// splitHold is how long the winner keeps re-announcing after it last
+	// heard the loser, unless the two see each other again first. The
+	// loser, kept quiet, is heard again only when it tries once more.
+	splitHold = time.Minute
 )
+
+// splitBrainAnnouncer is what an Announcer offers to settle a split brain
+// without the loser re-announcing every yieldFor; the layer-2 Announcer
+// has it. Without it the loser retries every yieldFor, and the winner's
+// defence silences it again within milliseconds.
+type splitBrainAnnouncer interface {
+	// SetWatched reports claims on ips, not announced here, through
+	// DuplicateAnnouncer.
+	SetWatched(ips []netip.Addr)
+	// Reannounce sends one announcement round for an owned ip.
+	Reannounce(ip netip.Addr)
+}
+
+// split is the winner's side of a split brain over one address.
+type split struct {
+	other string    // the speaker that also announced it
+	heard time.Time // last claim heard from it
+	sent  time.Time // last announcement for it
+}
 
 // dupKey identifies one claimant of one address, for rate-limiting.
 type dupKey struct {
@@ -79,11 +109,18 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	s.mu.Lock()
 	yield := yieldsTo(s.opts.NodeName, other, s.members, ip)
 	_, already := s.yields[ip]
-	if yield {
+	_, splitting := s.splits[ip]
+	won := !yield && other != "" && other != s.opts.NodeName && !slices.Contains(s.members, other)
+	switch {
+	case yield:
 		s.yields[ip] = now.Add(yieldFor)
+	case won:
+		// The winner of a split brain: the layer-2 defence has just
+		// re-announced; the sync loop keeps reminding the loser.
+		s.splits[ip] = split{other: other, heard: now, sent: now}
 	}
 	s.mu.Unlock()
-	if yield && !already {
+	if (yield && !already) || (won && !splitting) {
 		s.Kick()
 	}
 
@@ -146,6 +183,42 @@ func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
 		}
 	}
 	return out
+}
+
+// settleSplits is the sync loop's part in split brains, with s.mu held:
+// it drops those that ended (the two see each other again, or the loser
+// has been quiet for splitHold), re-announces the addresses this node won
+// (in mine) every reannounceEvery, and returns the addresses to watch
+// (those it yields) and when it next has something to do (zero: nothing).
+func (s *Speaker) settleSplits(now time.Time, mine map[netip.Addr][]string) (watch []netip.Addr, reannounce []netip.Addr, next time.Time) {
+	soonest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for ip, st := range s.splits {
+		if slices.Contains(s.members, st.other) || now.Sub(st.heard) >= splitHold {
+			delete(s.splits, ip)
+			continue
+		}
+		if _, ok := mine[ip]; !ok {
+			continue
+		}
+		if due := st.sent.Add(reannounceEvery); !now.Before(due) {
+			reannounce = append(reannounce, ip)
+			st.sent = now
+			s.splits[ip] = st
+		}
+		soonest(st.sent.Add(reannounceEvery))
+	}
+	for ip, until := range s.yields {
+		if now.Before(until) {
+			watch = append(watch, ip)
+			soonest(until)
+		}
+	}
+	slices.SortFunc(watch, func(a, b netip.Addr) int { return a.Compare(b) })
+	return watch, reannounce, next
 }
 
 // yielded reports whether ip is held back after a lost split brain at now,

@@ -42,7 +42,8 @@ func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*core
 	s := &Speaker{
 		opts:     Options{NodeName: node, MACOwner: func(m net.HardwareAddr) string { return macs[m.String()] }},
 		services: corelisters.NewServiceLister(idx), recorder: rec, metrics: NewMetrics(),
-		kick: make(chan struct{}, 1), yields: map[netip.Addr]time.Time{}, dupReported: map[dupKey]time.Time{},
+		kick: make(chan struct{}, 1), yields: map[netip.Addr]time.Time{}, splits: map[netip.Addr]split{},
+		dupReported: map[dupKey]time.Time{},
 	}
 	return s, rec
 }
@@ -186,5 +187,54 @@ func TestYieldsTo(t *testing.T) {
 	}
 	if yieldsTo("n1", "", nil, ip) || yieldsTo("n1", "n1", nil, ip) {
 		t.Error("yielding to a foreign host or to itself")
+	}
+}
+
+// TestSettleSplits: the winner of a split brain re-announces every
+// reannounceEvery until the two see each other again or the loser has
+// been quiet for splitHold; the loser watches the address while it yields.
+func TestSettleSplits(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	winner := election.Owner(ip, []string{"n1", "n2"})
+	loser := map[string]string{"n1": "n2", "n2": "n1"}[winner]
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2"}
+	macOf := map[string]string{"n1": "02:00:c6:33:64:0b", "n2": "02:00:c6:33:64:0c"}
+	ctx := context.Background()
+	mine := map[netip.Addr][]string{ip: nil}
+
+	w, _ := dupSpeaker(t, winner, macs)
+	w.members = []string{winner}
+	lmac, _ := net.ParseMAC(macOf[loser])
+	w.DuplicateAnnouncer(ctx, ip, lmac)
+	t0 := time.Now()
+	watch, re, next := w.settleSplits(t0, mine)
+	if len(watch) != 0 || len(re) != 0 || next.Sub(t0) > reannounceEvery {
+		t.Errorf("winner right after the claim: watch %v, re-announce %v, next in %v; want nothing now, next within %v", watch, re, next.Sub(t0), reannounceEvery)
+	}
+	if _, re, _ := w.settleSplits(t0.Add(reannounceEvery), mine); len(re) != 1 || re[0] != ip {
+		t.Errorf("winner after %v: re-announce %v, want %s", reannounceEvery, re, ip)
+	}
+	if _, re, _ := w.settleSplits(t0.Add(reannounceEvery+time.Millisecond), map[netip.Addr][]string{}); len(re) != 0 {
+		t.Errorf("re-announcing %v, no longer owned", re)
+	}
+	if _, _, next := w.settleSplits(t0.Add(splitHold), mine); !next.IsZero() || len(w.splits) != 0 {
+		t.Errorf("split brain kept %v after the loser's last claim (next %v)", splitHold, next)
+	}
+	w.DuplicateAnnouncer(ctx, ip, lmac)
+	w.members = []string{"n1", "n2"}
+	if w.settleSplits(time.Now(), mine); len(w.splits) != 0 {
+		t.Error("split brain kept once the two see each other")
+	}
+
+	l, _ := dupSpeaker(t, loser, macs)
+	l.members = []string{loser}
+	wmac, _ := net.ParseMAC(macOf[winner])
+	l.DuplicateAnnouncer(ctx, ip, wmac)
+	watch, re, next = l.settleSplits(time.Now(), map[netip.Addr][]string{})
+	if len(watch) != 1 || watch[0] != ip || len(re) != 0 || time.Until(next) > yieldFor {
+		t.Errorf("loser: watch %v, re-announce %v, next in %v; want %s watched until the yield ends", watch, re, time.Until(next), ip)
+	}
+	if len(l.splits) != 0 {
+		t.Errorf("the loser recorded a won split brain: %v", l.splits)
 	}
 }

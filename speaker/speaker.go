@@ -102,6 +102,8 @@ type Speaker struct {
 	// yields holds addresses this node keeps silent after losing a split
 	// brain to another speaker, until when (DuplicateAnnouncer).
 	yields map[netip.Addr]time.Time
+	// splits holds the split brains this node won, by address.
+	splits map[netip.Addr]split
 
 	dupMu       sync.Mutex
 	dupReported map[dupKey]time.Time // last report per address and claimant
@@ -110,6 +112,7 @@ type Speaker struct {
 	owners  map[netip.Addr]string
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
+	watched []netip.Addr // last given to the announcer's SetWatched
 }
 
 // New builds a speaker; Run starts it.
@@ -123,6 +126,7 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		owners:  map[netip.Addr]string{},
 		waiting: map[netip.Addr]time.Time{},
 		yields:  map[netip.Addr]time.Time{},
+		splits:  map[netip.Addr]split{},
 
 		dupReported: map[dupKey]time.Time{},
 	}
@@ -274,11 +278,26 @@ func (s *Speaker) sync(ctx context.Context) {
 	}
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
+	s.mu.Lock()
+	watch, reannounce, next := s.settleSplits(time.Now(), mine)
+	s.mu.Unlock()
+	if sb, ok := s.announcer.(splitBrainAnnouncer); ok {
+		if !slices.Equal(watch, s.watched) {
+			sb.SetWatched(watch)
+			s.watched = watch
+		}
+		for _, ip := range reannounce {
+			sb.Reannounce(ip)
+		}
+	}
+	if !yieldEnds.IsZero() && (next.IsZero() || yieldEnds.Before(next)) {
+		next = yieldEnds
+	}
 	switch {
 	case held:
 		s.retryIn(100 * time.Millisecond)
-	case !yieldEnds.IsZero():
-		s.retryIn(time.Until(yieldEnds))
+	case !next.IsZero():
+		s.retryIn(time.Until(next))
 	}
 
 	for ip, owner := range owners {

@@ -261,6 +261,11 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 	}
 }
 
+// SetWatched and Reannounce let the speaker settle a split brain with
+// another speaker without flapping.
+func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
+func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
+
 // linkHandler is what watchLinks does when every link goes down and when
 // one comes back.
 type linkHandler struct {
