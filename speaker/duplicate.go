@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
@@ -63,10 +64,19 @@ type split struct {
 	sent  time.Time // last announcement for it
 }
 
-// dupKey identifies one claimant of one address, for rate-limiting.
+// duplicateLookupEvery bounds how often the Services using a claimed
+// address are looked up for one claimant: a host flooding claims must not
+// make the speaker list every Service per frame.
+const duplicateLookupEvery = time.Second
+
+// dupKey identifies one claimant of one address, and one Service using it
+// (svc: the Service's UID; "lookup" and "log" for the lookup and the log
+// line, which no UID can be), for
+// rate-limiting.
 type dupKey struct {
 	ip  netip.Addr
 	mac string
+	svc types.UID
 }
 
 // yieldsTo reports whether self must stop announcing ip because other, a
@@ -110,7 +120,11 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	yield := yieldsTo(s.opts.NodeName, other, s.members, ip)
 	_, already := s.yields[ip]
 	_, splitting := s.splits[ip]
-	won := !yield && other != "" && other != s.opts.NodeName && !slices.Contains(s.members, other)
+	// Kept against another speaker, also one this node sees alive: its
+	// memberlist may declare that one dead a moment later (the usual order
+	// at the start of a split brain), and the reminders are what keep it
+	// quiet then.
+	won := !yield && other != "" && other != s.opts.NodeName
 	switch {
 	case yield:
 		s.yields[ip] = now.Add(yieldFor)
@@ -124,12 +138,18 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 		s.Kick()
 	}
 
-	key := dupKey{ip, mac.String()}
-	s.dupMu.Lock()
-	last, seen := s.dupReported[key]
-	report := !seen || now.Sub(last) >= duplicateReportEvery
-	if report {
+	// due reports whether key's report is due at now, and if so records
+	// it as made. Called with s.dupMu held.
+	due := func(key dupKey, every time.Duration) bool {
+		if last, ok := s.dupReported[key]; ok && now.Sub(last) < every {
+			return false
+		}
 		s.dupReported[key] = now
+		return true
+	}
+	s.dupMu.Lock()
+	lookup := due(dupKey{ip, mac.String(), "lookup"}, duplicateLookupEvery)
+	if lookup {
 		// Forget claimants quiet for a while, so the map stays as small
 		// as the set of current ones.
 		for k, at := range s.dupReported {
@@ -139,7 +159,21 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 		}
 	}
 	s.dupMu.Unlock()
-	if !report {
+	if !lookup {
+		return
+	}
+	// Each Service gets its own Event at most once per interval, so that
+	// one that starts using the address meanwhile hears of it too.
+	var svcs []*corev1.Service
+	s.dupMu.Lock()
+	for _, svc := range s.servicesUsing(ip) {
+		if due(dupKey{ip, mac.String(), svc.UID}, duplicateReportEvery) {
+			svcs = append(svcs, svc)
+		}
+	}
+	logIt := due(dupKey{ip, mac.String(), "log"}, duplicateReportEvery) || len(svcs) > 0
+	s.dupMu.Unlock()
+	if !logIt {
 		return
 	}
 
@@ -159,7 +193,6 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 		args = append(args, other)
 	}
 	args = append(args, s.opts.NodeName)
-	svcs := s.servicesUsing(ip)
 	klog.FromContext(ctx).Info("Another MAC announces an address this node serves", "ip", ip, "mac", mac.String(),
 		"speaker", other, "yielding", yield, "services", len(svcs))
 	for _, svc := range svcs {
@@ -186,8 +219,8 @@ func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
 }
 
 // settleSplits is the sync loop's part in split brains, with s.mu held:
-// it drops those that ended (the two see each other again, or the loser
-// has been quiet for splitHold), re-announces the addresses this node won
+// it drops those whose loser has been quiet for splitHold (MembersChanged
+// drops those whose loser came back), re-announces the addresses this node won
 // (in mine) every reannounceEvery, and returns the addresses to watch
 // (those it yields) and when it next has something to do (zero: nothing).
 func (s *Speaker) settleSplits(now time.Time, mine map[netip.Addr][]string) (watch []netip.Addr, reannounce []netip.Addr, next time.Time) {
@@ -197,7 +230,7 @@ func (s *Speaker) settleSplits(now time.Time, mine map[netip.Addr][]string) (wat
 		}
 	}
 	for ip, st := range s.splits {
-		if slices.Contains(s.members, st.other) || now.Sub(st.heard) >= splitHold {
+		if now.Sub(st.heard) >= splitHold {
 			delete(s.splits, ip)
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -63,7 +64,9 @@ func events(rec *record.FakeRecorder) []string {
 func TestDuplicateAnnouncerForeignHost(t *testing.T) {
 	ip := netip.MustParseAddr("198.51.100.100")
 	foreign, _ := net.ParseMAC("02:1b:00:00:00:99")
-	s, rec := dupSpeaker(t, "n1", nil, lbSvc("a", ip.String()), lbSvc("b", ip.String()), lbSvc("other", "198.51.100.101"))
+	a, b := lbSvc("a", ip.String()), lbSvc("b", ip.String())
+	a.UID, b.UID = "uid-a", "uid-b"
+	s, rec := dupSpeaker(t, "n1", nil, a, b, lbSvc("other", "198.51.100.101"))
 	ctx := context.Background()
 
 	s.DuplicateAnnouncer(ctx, ip, foreign)
@@ -92,13 +95,35 @@ func TestDuplicateAnnouncerForeignHost(t *testing.T) {
 	if got := m.GetCounter().GetValue(); got != 6 {
 		t.Errorf("ironlb_speaker_duplicate_announcer_total{address=%q} = %v, want 6", ip, got)
 	}
-	// ...and the interval over, the next claim reports again.
-	s.dupMu.Lock()
-	s.dupReported[dupKey{ip, foreign.String()}] = time.Now().Add(-duplicateReportEvery)
-	s.dupMu.Unlock()
+	// ...except for a Service that starts using the address meanwhile,
+	// once the lookup interval is over...
+	age := func(d time.Duration) {
+		s.dupMu.Lock()
+		defer s.dupMu.Unlock()
+		for k, at := range s.dupReported {
+			s.dupReported[k] = at.Add(-d)
+		}
+	}
+	c := lbSvc("c", ip.String())
+	c.UID = "uid-c"
+	all, _ := s.services.List(labels.Everything())
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, svc := range append(all, c) {
+		if err := idx.Add(svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.services = corelisters.NewServiceLister(idx)
+	age(duplicateLookupEvery)
 	s.DuplicateAnnouncer(ctx, ip, foreign)
-	if evs := events(rec); len(evs) != 2 {
-		t.Errorf("after the interval: %d Events, want 2", len(evs))
+	if evs := events(rec); len(evs) != 1 || !strings.Contains(evs[0], foreign.String()) {
+		t.Errorf("new Service within the interval: Events %q, want one", evs)
+	}
+	// ...and the interval over, the next claim reports on all of them.
+	age(duplicateReportEvery)
+	s.DuplicateAnnouncer(ctx, ip, foreign)
+	if evs := events(rec); len(evs) != 3 {
+		t.Errorf("after the interval: %d Events, want 3", len(evs))
 	}
 	// A foreign claim never makes this node stop.
 	s.mu.Lock()
@@ -221,9 +246,9 @@ func TestSettleSplits(t *testing.T) {
 		t.Errorf("split brain kept %v after the loser's last claim (next %v)", splitHold, next)
 	}
 	w.DuplicateAnnouncer(ctx, ip, lmac)
-	w.members = []string{"n1", "n2"}
-	if w.settleSplits(time.Now(), mine); len(w.splits) != 0 {
-		t.Error("split brain kept once the two see each other")
+	w.MembersChanged([]string{"n1", "n2"})
+	if len(w.splits) != 0 {
+		t.Error("split brain kept once the two see each other again")
 	}
 
 	l, _ := dupSpeaker(t, loser, macs)

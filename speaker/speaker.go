@@ -180,11 +180,17 @@ func (s *Speaker) Kick() {
 // the failover path: no API call happens between here and the announcer.
 func (s *Speaker) MembersChanged(members []string) {
 	s.mu.Lock()
-	s.members = slices.Clone(members)
-	s.changed = time.Now()
 	// A split brain comes from two different views of the membership; a
 	// new view may have settled it, or made this node the rightful owner.
+	// A speaker that comes back shares this node's view again.
 	clear(s.yields)
+	for ip, st := range s.splits {
+		if !slices.Contains(s.members, st.other) && slices.Contains(members, st.other) {
+			delete(s.splits, ip)
+		}
+	}
+	s.members = slices.Clone(members)
+	s.changed = time.Now()
 	s.mu.Unlock()
 	s.metrics.members.Set(float64(len(members)))
 	s.Kick()
