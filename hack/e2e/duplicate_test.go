@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,113 @@ func TestDuplicateAnnouncer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSplitBrainSettles forces two speakers to disagree: another node x
+// loses memberlist contact with everyone (its port 7946 is blocked) while
+// its link stays up, so it believes itself alone and announces every
+// address, the owner's included. Exactly one MAC, the owner's (the
+// pairwise owner between the two), must answer again within 2 s of x's
+// first announcement, and stay the only one while the partition lasts,
+// past x's 5 s yield: the owner keeps reminding it.
+func TestSplitBrainSettles(t *testing.T) {
+	ns := namespace(t, "e2e-split")
+	service(t, ns, "web", singleStack)
+	ip := ingress(t, ns, "web", 1)[0]
+	o := owner(t, ip, 10*time.Second)
+	var x string
+	for _, n := range nodes {
+		if n != o {
+			x = n
+			break
+		}
+	}
+	watch := startProbe(t, "arp", "--ip", ip, "--watch", "--interval", "20ms", "--duration", "0")
+	time.Sleep(500 * time.Millisecond)
+
+	t0 := time.Now()
+	lab(t, "exec", x, "sh", "-ec", `nft add table inet ilbsplit
+nft add chain inet ilbsplit in '{ type filter hook input priority -10; }'
+nft add chain inet ilbsplit out '{ type filter hook output priority -10; }'
+nft add rule inet ilbsplit in meta l4proto '{ tcp, udp }' th dport 7946 drop
+nft add rule inet ilbsplit in meta l4proto '{ tcp, udp }' th sport 7946 drop
+nft add rule inet ilbsplit out meta l4proto '{ tcp, udp }' th dport 7946 drop
+nft add rule inet ilbsplit out meta l4proto '{ tcp, udp }' th sport 7946 drop`)
+	t.Cleanup(func() {
+		// Heal, and give x a fresh membership: after the partition both
+		// sides hold each other dead, and memberlist does not rejoin
+		// members it declared dead by itself.
+		env := []string{"LAB_SPEAKER_BIN=" + speakerBin}
+		tryCmd("", nil, "bash", "hack/lab.sh", "exec", x, "nft", "delete", "table", "inet", "ilbsplit")
+		tryCmd("", env, "bash", "hack/lab.sh", "speaker", "stop", x)
+		tryCmd("", env, "bash", "hack/lab.sh", "speaker", "start", x)
+	})
+
+	// Wait for x to announce, then watch it settle and stay settled.
+	var first time.Time
+	deadline := time.Now().Add(15 * time.Second)
+	for first.IsZero() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		for _, r := range watch.rounds(t) {
+			if r.at().After(t0) && (slices.Contains(r.MACs, nodeMAC[x]) || slices.Contains(r.Grat, nodeMAC[x])) {
+				first = r.at()
+				break
+			}
+		}
+	}
+	if first.IsZero() {
+		t.Fatalf("%s never announced %s within 15 s of losing memberlist contact; its log:\n%s", x, ip,
+			strings.Join(logLines(t, x, 0, "Another MAC", "Announcing", "memberlist"), "\n"))
+	}
+	t.Logf("%s first seen announcing %s %.0f ms after the partition", x, ip, msSince(t0, first))
+	time.Sleep(time.Until(first.Add(10 * time.Second)))
+	watch.Stop()
+
+	var lastX, lastTwo time.Time
+	var rounds, empty int
+	for _, r := range watch.rounds(t) {
+		if r.at().Before(first) {
+			continue
+		}
+		rounds++
+		if slices.Contains(r.MACs, nodeMAC[x]) {
+			lastX = r.at()
+		}
+		if len(r.MACs) > 1 {
+			lastTwo = r.at()
+		}
+		if len(r.MACs) == 0 {
+			empty++
+		}
+		if r.at().After(first.Add(2*time.Second)) && (len(r.MACs) != 1 || r.MACs[0] != nodeMAC[o]) {
+			t.Errorf("round %.0f ms after %s's first announcement answered by %v, want only the owner %s (%s)",
+				msSince(first, r.at()), x, r.MACs, o, nodeMAC[o])
+		}
+	}
+	settled := time.Duration(0)
+	answered, two := "never answered a request", "none"
+	if !lastX.IsZero() {
+		settled = lastX.Sub(first)
+		answered = fmt.Sprintf("last answered %.0f ms after its first announcement", msSince(first, lastX))
+	}
+	if !lastTwo.IsZero() {
+		two = fmt.Sprintf("the last %.0f ms after it", msSince(first, lastTwo))
+	}
+	t.Logf("split brain %s vs %s over %s: %s %s; rounds answered by two MACs: %s; %d rounds over 10 s, %d unanswered",
+		o, x, ip, x, answered, two, rounds, empty)
+	if settled > 2*time.Second {
+		t.Errorf("%s still answered for %s %v after it first announced it, want settled within 2 s", x, ip, settled)
+	}
+
+	evs := kubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=DuplicateAnnouncer",
+		"-o", `jsonpath={range .items[*]}{.source.host}{": "}{.message}{"\n"}{end}`)
+	t.Logf("Events:\n%s", evs)
+	if !strings.Contains(evs, fmt.Sprintf("%s: address %s is also announced by MAC %s of node %q", x, ip, nodeMAC[o], o)) ||
+		!strings.Contains(evs, fmt.Sprintf("node %q stops announcing it", x)) {
+		t.Errorf("no Event from %s naming %s and saying it stops", x, o)
+	}
+	if !strings.Contains(evs, fmt.Sprintf("%s: address %s is also announced by MAC %s of node %q", o, ip, nodeMAC[x], x)) {
+		t.Errorf("no Event from %s naming %s", o, x)
 	}
 }
