@@ -39,8 +39,9 @@ func neighChanges(t *testing.T, p *harness.Probe) []neighChange {
 	return out
 }
 
-// TestDuplicateAnnouncer: a host on the LAN claims the address a node
-// serves, with gratuitous ARP. The owner raises a Warning Event on the
+// TestDuplicateAnnouncer: a host on the LAN claims an address a node
+// serves, with gratuitous ARP (IPv4) or an unsolicited Neighbor
+// Advertisement (IPv6), on a dual-stack Service. The owner raises a Warning Event on the
 // Service within 2 s, naming the MAC (and the node, when the MAC is
 // another speaker's), keeps the address, and wins the LAN's neighbour
 // entries back within 2 s of the last claim.
@@ -49,149 +50,163 @@ func neighChanges(t *testing.T, p *harness.Probe) []neighChange {
 // misconfigured) and from another node's namespace with that node's MAC
 // (a second announcer in a speaker's name, which the owner sees alive and
 // so defends against). The neighbour entries watched are those of the
-// control-plane host and of the client: a host never learns from its own
-// frames, so when the client claims, only the control plane can be misled.
+// client and of the control-plane host (IPv4) or a node that does not own
+// the address (IPv6: the control plane has none); a host never learns
+// from its own frames, so the claimant's own entry is not checked.
 func TestDuplicateAnnouncer(t *testing.T) {
 	ns := namespace(t, "e2e-dup")
-	service(t, ns, "web", singleStack)
-	ip := ingress(t, ns, "web", 1)[0]
-	o := owner(t, ip, 10*time.Second)
-	curlUntil(t, url(ip, 80), "UP "+o, 5*time.Second)
-	var other string
-	for _, n := range nodes {
-		if n != o {
-			other = n
-			break
+	service(t, ns, "web", dualStack)
+	for _, ip := range ingress(t, ns, "web", 2) {
+		o := owner(t, ip, 10*time.Second)
+		curlUntil(t, url(ip, 80), "UP "+o, 5*time.Second)
+		var other string
+		for _, n := range nodes {
+			if n != o {
+				other = n
+				break
+			}
+		}
+		family, watchers := "IPv4", []string{"cp"}
+		if strings.Contains(ip, ":") {
+			// The control plane has no IPv6 address; another node
+			// stands in as the LAN host to mislead.
+			family, watchers = "IPv6", []string{other}
+		}
+		for _, tc := range []struct {
+			name, from, mac, node string
+			watchers              []string
+		}{
+			{"from the client", "client", clientMAC, "", watchers},
+			{"from another node", other, nodeMAC[other], other, append([]string{"client"}, watchers...)},
+		} {
+			t.Run(family+"/"+tc.name, func(t *testing.T) {
+				duplicateAnnouncer(t, ns, ip, o, tc.from, tc.mac, tc.node, tc.watchers)
+			})
 		}
 	}
-	for _, tc := range []struct {
-		name, from, mac, node string
-	}{
-		{"from the client", "client", clientMAC, ""},
-		{"from another node", other, nodeMAC[other], other},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// Both watchers need an entry to watch: a request from each
-			// host resolves the address through the owner.
-			for _, role := range []string{"client", "cp"} {
-				if out, err := tryCmd("", nil, "bash", "hack/lab.sh", "exec", role, "curl", "-s", "--max-time", "1", url(ip, 80)); err != nil || strings.TrimSpace(out) != "UP "+o {
-					t.Fatalf("curl %s from %s: %q, %v", url(ip, 80), role, out, err)
-				}
-			}
-			watch := map[string]*harness.Probe{}
-			for _, role := range []string{"client", "cp"} {
-				watch[role] = h.StartProbeIn(t, role, "neigh", "--ip", ip, "--duration", "0")
-			}
-			for role, p := range watch {
-				// The first line comes once the watcher listens.
-				deadline := time.Now().Add(5 * time.Second)
-				for len(p.Lines()) == 0 && time.Now().Before(deadline) {
-					time.Sleep(20 * time.Millisecond)
-				}
-				if c := neighChanges(t, p); len(c) == 0 || c[0].MAC != nodeMAC[o] {
-					t.Fatalf("%s's neighbour entry for %s before the claims: %+v, want %s (stderr: %s)", role, ip, c, nodeMAC[o], p.Stderr())
-				}
-			}
+}
 
-			// Five claims, 100 ms apart.
-			out := lab(t, "exec", tc.from, h.Probe, "garp", "--ip", ip, "--mac", tc.mac, "--count", "5", "--interval", "100ms")
-			var sent []neighChange // only unix_ms is used
-			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-				var c neighChange
-				if err := json.Unmarshal([]byte(l), &c); err != nil {
-					t.Fatalf("probe garp line %q: %v", l, err)
-				}
-				sent = append(sent, c)
-			}
-			if len(sent) != 5 {
-				t.Fatalf("probe garp sent %d claims, want 5: %q", len(sent), out)
-			}
-			first, last := sent[0].at(), sent[len(sent)-1].at()
+// duplicateAnnouncer is one case of TestDuplicateAnnouncer: from claims ip,
+// served by o, for mac (the MAC of node, when it is a node's); the
+// watchers' neighbour entries are checked.
+func duplicateAnnouncer(t *testing.T, ns, ip, o, from, mac, node string, watchers []string) {
+	// Each watcher needs an entry to watch: a request from it
+	// resolves the address through the owner.
+	for _, role := range watchers {
+		tryCmd("", nil, "bash", "hack/lab.sh", "exec", role, "curl", "-s", "--max-time", "1", url(ip, 80))
+	}
+	watch := map[string]*harness.Probe{}
+	for _, role := range watchers {
+		watch[role] = h.StartProbeIn(t, role, "neigh", "--ip", ip, "--duration", "0")
+	}
+	for role, p := range watch {
+		// The first line comes once the watcher listens.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(p.Lines()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c := neighChanges(t, p); len(c) == 0 || c[0].MAC != nodeMAC[o] {
+			t.Fatalf("%s's neighbour entry for %s before the claims: %+v, want %s (stderr: %s)", role, ip, c, nodeMAC[o], p.Stderr())
+		}
+	}
 
-			// The Warning Event, naming the MAC (and the node).
-			var ev string
-			for {
-				evs, _ := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=5s", "-n", ns, "get", "events",
-					"--field-selector", "reason=DuplicateAnnouncer,type=Warning", "-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`)
-				for _, m := range strings.Split(evs, "\n") {
-					if strings.Contains(m, tc.mac) {
-						ev = m
-					}
-				}
-				if ev != "" || time.Since(first) > 5*time.Second {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			seen := time.Since(first)
-			if ev == "" {
-				t.Fatalf("no DuplicateAnnouncer Warning naming %s on %s/web 5 s after the first claim", tc.mac, ns)
-			}
-			t.Logf("Event seen (kubectl polling) %.0f ms after the first claim: %s", msSince(first, first.Add(seen)), ev)
-			if seen > 2*time.Second {
-				t.Errorf("the Event took %v to appear, want within 2 s", seen.Round(time.Millisecond))
-			}
-			if tc.node != "" && !strings.Contains(ev, fmt.Sprintf("of node %q", tc.node)) {
-				t.Errorf("Event %q does not name node %s, whose speaker publishes %s", ev, tc.node, tc.mac)
-			}
-			if !strings.Contains(ev, fmt.Sprintf("node %q keeps announcing and defending", o)) {
-				t.Errorf("Event %q: want the owner %s to keep the address", ev, o)
-			}
+	// Five claims, 100 ms apart.
+	out := lab(t, "exec", from, h.Probe, "garp", "--ip", ip, "--mac", mac, "--count", "5", "--interval", "100ms")
+	var sent []neighChange // only unix_ms is used
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var c neighChange
+		if err := json.Unmarshal([]byte(l), &c); err != nil {
+			t.Fatalf("probe garp line %q: %v", l, err)
+		}
+		sent = append(sent, c)
+	}
+	if len(sent) != 5 {
+		t.Fatalf("probe garp sent %d claims, want 5: %q", len(sent), out)
+	}
+	first, last := sent[0].at(), sent[len(sent)-1].at()
 
-			// The LAN's entries: back on the owner within 2 s of the last claim.
-			time.Sleep(time.Until(last.Add(2500 * time.Millisecond)))
-			for role, p := range watch {
-				p.Stop()
-				if role == tc.from {
-					continue // a host never hears its own claims
-				}
-				cs := neighChanges(t, p)
-				var misled int
-				back := time.Duration(-1)
-				for _, c := range cs {
-					if c.MAC == "" {
-						continue
-					}
-					if c.MAC != nodeMAC[o] {
-						misled++
-						back = -1
-					} else if back < 0 && misled > 0 {
-						back = c.at().Sub(last)
-					}
-				}
-				final := cs[len(cs)-1]
-				t.Logf("%s: neighbour entry for %s changed %d times; pointed elsewhere %d times; back on %s %.1f ms after the last claim (negative: before it); changes: %+v",
-					role, ip, len(cs)-1, misled, o, float64(back.Microseconds())/1000, cs)
-				if final.MAC != nodeMAC[o] {
-					t.Errorf("%s's neighbour entry for %s is %s 2.5 s after the last claim, want the owner %s (%s)", role, ip, final.MAC, o, nodeMAC[o])
-				}
-				if misled > 0 && back > 2*time.Second {
-					t.Errorf("%s's entry came back on the owner %v after the last claim, want within 2 s", role, back)
-				}
-				if misled == 0 {
-					t.Logf("%s: the defence beat the kernel's notification; the entry never visibly moved", role)
-				}
+	// The Warning Event, naming the MAC (and the node).
+	var ev string
+	for {
+		evs, _ := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=5s", "-n", ns, "get", "events",
+			"--field-selector", "reason=DuplicateAnnouncer,type=Warning", "-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`)
+		for _, m := range strings.Split(evs, "\n") {
+			if strings.Contains(m, mac) {
+				ev = m
 			}
+		}
+		if ev != "" || time.Since(first) > 5*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	seen := time.Since(first)
+	if ev == "" {
+		t.Fatalf("no DuplicateAnnouncer Warning naming %s on %s/web 5 s after the first claim", mac, ns)
+	}
+	t.Logf("Event seen (kubectl polling) %.0f ms after the first claim: %s", msSince(first, first.Add(seen)), ev)
+	if seen > 2*time.Second {
+		t.Errorf("the Event took %v to appear, want within 2 s", seen.Round(time.Millisecond))
+	}
+	if node != "" && !strings.Contains(ev, fmt.Sprintf("of node %q", node)) {
+		t.Errorf("Event %q does not name node %s, whose speaker publishes %s", ev, node, mac)
+	}
+	if !strings.Contains(ev, fmt.Sprintf("node %q keeps announcing and defending", o)) {
+		t.Errorf("Event %q: want the owner %s to keep the address", ev, o)
+	}
 
-			// Never withdrawn: the owner still answers, alone, and serves.
-			ownerIs(t, ip, o, 2*time.Second)
-			if got := curl(t, url(ip, 80)); got != "UP "+o {
-				t.Errorf("curl after the claims = %q, want UP %s", got, o)
+	// The LAN's entries: back on the owner within 2 s of the last claim.
+	time.Sleep(time.Until(last.Add(2500 * time.Millisecond)))
+	for role, p := range watch {
+		p.Stop()
+		if role == from {
+			continue // a host never hears its own claims
+		}
+		cs := neighChanges(t, p)
+		var misled int
+		back := time.Duration(-1)
+		for _, c := range cs {
+			if c.MAC == "" {
+				continue
 			}
-			metrics, err := tryCmd("", nil, "bash", "hack/lab.sh", "exec", "client", "curl", "-s", "--max-time", "2", "http://"+nodeIP[o]+":7474/metrics")
-			if err != nil {
-				t.Fatalf("owner's metrics: %v", err)
+			if c.MAC != nodeMAC[o] {
+				misled++
+				back = -1
+			} else if back < 0 && misled > 0 {
+				back = c.at().Sub(last)
 			}
-			want := fmt.Sprintf(`ironlb_speaker_duplicate_announcer_total{address=%q}`, ip)
-			if !strings.Contains(metrics, want) {
-				t.Errorf("owner's metrics lack %s", want)
-			}
-			for _, l := range strings.Split(metrics, "\n") {
-				if strings.HasPrefix(l, want) || strings.HasPrefix(l, "ironlb_speaker_defences_total") || strings.HasPrefix(l, "ironlb_speaker_conflicts_total") {
-					t.Logf("owner's metric: %s", l)
-				}
-			}
-		})
+		}
+		final := cs[len(cs)-1]
+		t.Logf("%s: neighbour entry for %s changed %d times; pointed elsewhere %d times; back on %s %.1f ms after the last claim (negative: before it); changes: %+v",
+			role, ip, len(cs)-1, misled, o, float64(back.Microseconds())/1000, cs)
+		if final.MAC != nodeMAC[o] {
+			t.Errorf("%s's neighbour entry for %s is %s 2.5 s after the last claim, want the owner %s (%s)", role, ip, final.MAC, o, nodeMAC[o])
+		}
+		if misled > 0 && back > 2*time.Second {
+			t.Errorf("%s's entry came back on the owner %v after the last claim, want within 2 s", role, back)
+		}
+		if misled == 0 {
+			t.Logf("%s: the defence beat the kernel's notification; the entry never visibly moved", role)
+		}
+	}
+
+	// Never withdrawn: the owner still answers, alone, and serves.
+	ownerIs(t, ip, o, 2*time.Second)
+	if got := curl(t, url(ip, 80)); got != "UP "+o {
+		t.Errorf("curl after the claims = %q, want UP %s", got, o)
+	}
+	metrics, err := tryCmd("", nil, "bash", "hack/lab.sh", "exec", "client", "curl", "-s", "--max-time", "2", "http://"+nodeIP[o]+":7474/metrics")
+	if err != nil {
+		t.Fatalf("owner's metrics: %v", err)
+	}
+	want := fmt.Sprintf(`ironlb_speaker_duplicate_announcer_total{address=%q}`, ip)
+	if !strings.Contains(metrics, want) {
+		t.Errorf("owner's metrics lack %s", want)
+	}
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, want) || strings.HasPrefix(l, "ironlb_speaker_defences_total") || strings.HasPrefix(l, "ironlb_speaker_conflicts_total") {
+			t.Logf("owner's metric: %s", l)
+		}
 	}
 }
 
