@@ -27,7 +27,7 @@ func NewMetrics() *Metrics {
 		failover: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_last_failover_seconds",
 			Help: "Time from the last membership or link change to this node taking over an address."}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_duplicate_announcer_total",
-			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces."}, []string{"address"}),
+			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
 	}
 	m.Registry.MustRegister(m.owned, m.members, m.failover, m.duplicates,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

@@ -129,7 +129,8 @@ func run(args []string) int {
 	// Claims by other MACs on an address this node announces are defended
 	// by the announcer itself; the speaker reports them (Event, metric) and
 	// settles a split brain with another speaker, whose MACs the directory
-	// learns from memberlist metadata.
+	// learns from memberlist metadata. Claims heard before the speaker runs
+	// are defended but not reported: no Service is known yet.
 	dir := membership.NewDirectory()
 	ann := layer2.New(runCtx, layer2.Options{OnConflict: func(c layer2.Conflict) {
 		if sp := running.Load(); sp != nil {
