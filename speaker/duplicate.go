@@ -128,9 +128,23 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	switch {
 	case yield:
 		s.yields[ip] = now.Add(yieldFor)
+	case won && splitting:
+		st := s.splits[ip]
+		st.other, st.heard = other, now
+		s.splits[ip] = st
+	case won && !slices.Contains(s.members, other):
+		// A split brain this node wins: the layer-2 responder leaves
+		// claims by speakers alone, so the sync loop re-announces at
+		// once (a zero sent is due) and then keeps reminding the loser.
+		s.splits[ip] = split{other: other, heard: now}
 	case won:
-		// The winner of a split brain: the layer-2 defence has just
-		// re-announced; the sync loop keeps reminding the loser.
+		// A speaker this node sees alive: most likely it is taking the
+		// address over and this node's view is a moment behind, so it
+		// gets reannounceEvery before the first reminder; by then this
+		// node has usually learned it lost the address, and the
+		// reminders stop (Reannounce sends nothing for an address not
+		// announced). If not, the views disagree for longer, or the
+		// frames are forged: the reminders win the LAN back.
 		s.splits[ip] = split{other: other, heard: now, sent: now}
 	}
 	s.mu.Unlock()
@@ -184,7 +198,7 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	case yield:
 		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker that this node lost contact with and the elected owner between the two; node %q stops announcing it"
 	case slices.Contains(s.currentMembers(), other):
-		msg = "address %s is also announced by MAC %s of node %q, an ironlb speaker this node sees alive and that should not announce it (a forged frame, or a view that has not converged yet); node %q keeps announcing and defending it"
+		msg = "address %s is also announced by MAC %s of node %q, an ironlb speaker this node sees alive and that should not announce it (a forged frame, or a view that has not converged yet); node %q keeps announcing it and re-announces it every 2 s while that lasts"
 	default:
 		msg = "address %s is also announced by MAC %s of node %q, another ironlb speaker that this node lost contact with; node %q is the elected owner between the two and re-announces it"
 	}

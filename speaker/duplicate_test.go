@@ -191,7 +191,7 @@ func TestDuplicateAnnouncerOtherSpeaker(t *testing.T) {
 	if y, _ := f.yielded(ip, time.Now()); y {
 		t.Errorf("%s stopped for a claim in the name of %s, which it sees alive", loser, winner)
 	}
-	if evs := events(frec); len(evs) != 1 || !strings.Contains(evs[0], "sees alive") || !strings.Contains(evs[0], "defending") {
+	if evs := events(frec); len(evs) != 1 || !strings.Contains(evs[0], "sees alive") || !strings.Contains(evs[0], "keeps announcing") {
 		t.Errorf("Events %q: want one saying the claimant is alive and %s keeps defending", evs, loser)
 	}
 }
@@ -232,9 +232,16 @@ func TestSettleSplits(t *testing.T) {
 	lmac, _ := net.ParseMAC(macOf[loser])
 	w.DuplicateAnnouncer(ctx, ip, lmac)
 	t0 := time.Now()
+	// The responder leaves claims by speakers alone: the winner of a
+	// split brain re-announces at once, then every reannounceEvery.
 	watch, re, next := w.settleSplits(t0, mine)
-	if len(watch) != 0 || len(re) != 0 || next.Sub(t0) > reannounceEvery {
-		t.Errorf("winner right after the claim: watch %v, re-announce %v, next in %v; want nothing now, next within %v", watch, re, next.Sub(t0), reannounceEvery)
+	if len(watch) != 0 || len(re) != 1 || next.Sub(t0) > reannounceEvery {
+		t.Errorf("winner right after the claim: watch %v, re-announce %v, next in %v; want %s now, next within %v", watch, re, next.Sub(t0), ip, reannounceEvery)
+	}
+	// More claims do not push the next reminder back.
+	w.DuplicateAnnouncer(ctx, ip, lmac)
+	if _, re, _ := w.settleSplits(t0.Add(time.Millisecond), mine); len(re) != 0 {
+		t.Errorf("re-announced %v again right away", re)
 	}
 	if _, re, _ := w.settleSplits(t0.Add(reannounceEvery), mine); len(re) != 1 || re[0] != ip {
 		t.Errorf("winner after %v: re-announce %v, want %s", reannounceEvery, re, ip)
@@ -242,13 +249,26 @@ func TestSettleSplits(t *testing.T) {
 	if _, re, _ := w.settleSplits(t0.Add(reannounceEvery+time.Millisecond), map[netip.Addr][]string{}); len(re) != 0 {
 		t.Errorf("re-announcing %v, no longer owned", re)
 	}
-	if _, _, next := w.settleSplits(t0.Add(splitHold), mine); !next.IsZero() || len(w.splits) != 0 {
+	if _, _, next := w.settleSplits(t0.Add(splitHold+time.Second), mine); !next.IsZero() || len(w.splits) != 0 {
 		t.Errorf("split brain kept %v after the loser's last claim (next %v)", splitHold, next)
 	}
 	w.DuplicateAnnouncer(ctx, ip, lmac)
 	w.MembersChanged([]string{"n1", "n2"})
 	if len(w.splits) != 0 {
 		t.Error("split brain kept once the two see each other again")
+	}
+
+	// A speaker seen alive (most likely taking the address over) gets
+	// reannounceEvery before the first reminder.
+	a, _ := dupSpeaker(t, winner, macs)
+	a.members = []string{"n1", "n2"}
+	a.DuplicateAnnouncer(ctx, ip, lmac)
+	t1 := time.Now()
+	if _, re, next := a.settleSplits(t1, mine); len(re) != 0 || next.Sub(t1) > reannounceEvery {
+		t.Errorf("claim by a live speaker: re-announce %v at once (next in %v), want the first after %v", re, next.Sub(t1), reannounceEvery)
+	}
+	if _, re, _ := a.settleSplits(t1.Add(reannounceEvery), mine); len(re) != 1 {
+		t.Errorf("claim by a live speaker: no reminder after %v", reannounceEvery)
 	}
 
 	l, _ := dupSpeaker(t, loser, macs)

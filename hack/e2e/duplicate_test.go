@@ -151,7 +151,7 @@ func duplicateAnnouncer(t *testing.T, ns, ip, o, from, mac, node string, watcher
 	if node != "" && !strings.Contains(ev, fmt.Sprintf("of node %q", node)) {
 		t.Errorf("Event %q does not name node %s, whose speaker publishes %s", ev, node, mac)
 	}
-	if !strings.Contains(ev, fmt.Sprintf("node %q keeps announcing and defending", o)) {
+	if !strings.Contains(ev, fmt.Sprintf("node %q keeps announcing", o)) {
 		t.Errorf("Event %q: want the owner %s to keep the address", ev, o)
 	}
 

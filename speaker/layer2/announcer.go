@@ -61,6 +61,14 @@ type Options struct {
 	// defence of that interface waits for it. Claims arriving faster than
 	// they are handled are dropped (and still counted in Stats).
 	OnConflict func(Conflict)
+
+	// Peer, when set, reports whether a MAC belongs to another speaker.
+	// Claims by peers are reported but not defended: a peer announcing an
+	// address is usually taking it over a moment before this node learns
+	// it lost it, and fighting back would flap the LAN; whether to answer
+	// is the election's call (see Reannounce). It is called from the
+	// defence goroutines and must not block.
+	Peer func(mac net.HardwareAddr) bool
 }
 
 // Announcer runs one responder per managed interface and decides which
@@ -110,7 +118,7 @@ func New(ctx context.Context, opts Options) *Announcer {
 	if dial == nil {
 		dial = Dial
 	}
-	def := defence{interval: opts.DefendInterval, onConflict: opts.OnConflict}
+	def := defence{interval: opts.DefendInterval, onConflict: opts.OnConflict, peer: opts.Peer}
 	if def.interval <= 0 {
 		def.interval = DefaultDefendInterval
 	}

@@ -35,8 +35,11 @@ type Conflict struct {
 	Interface string
 	// Defended is true when a defence went out at once; false when the
 	// rate limit held it back, in which case one follows at the end of
-	// the interval.
+	// the interval, and for claims that are not defended: by a peer, or
+	// on a watched address.
 	Defended bool
+	// Peer is true when Options.Peer says the MAC is another speaker's.
+	Peer bool
 }
 
 // defence is the part of Options a responder needs, and the MACs of every
@@ -44,6 +47,7 @@ type Conflict struct {
 type defence struct {
 	interval   time.Duration
 	onConflict func(Conflict)
+	peer       func(net.HardwareAddr) bool
 	// siblings points at the Announcer's set of managed MACs. On a node
 	// with two interfaces on one LAN, each responder hears the other's
 	// announcements; taking them for a foreign claim would make the two
@@ -84,6 +88,13 @@ func (r *responder) defendLoop() {
 		case <-r.ctx.Done():
 			return
 		case c := <-r.claims:
+			if r.defence.peer != nil && r.defence.peer(net.HardwareAddr(c.mac[:])) {
+				r.log.V(1).Info("Another speaker claims an owned address; leaving it to the election", "ip", c.ip, "mac", net.HardwareAddr(c.mac[:]).String())
+				if r.defence.onConflict != nil {
+					r.defence.onConflict(Conflict{Addr: c.ip, MAC: net.HardwareAddr(c.mac[:]), Interface: r.ifi.Name, Peer: true})
+				}
+				break
+			}
 			now := time.Now()
 			st := states[c.ip]
 			if st == nil {

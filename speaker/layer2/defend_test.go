@@ -246,3 +246,39 @@ func TestWatchedAndReannounce(t *testing.T) {
 		t.Errorf("Reannounce (-want +got):\n%s", diff)
 	}
 }
+
+// Claims by other speakers are reported, not defended: the election
+// decides, and fighting a speaker that is taking an address over would
+// flap the LAN.
+func TestDefendLeavesPeersAlone(t *testing.T) {
+	log := make(conflictLog, 16)
+	fn := &fakeNet{}
+	peer := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x42}
+	a := New(t.Context(), Options{Schedule: []time.Duration{}, Dial: fn.dial, DefendInterval: 10 * time.Millisecond,
+		OnConflict: func(c Conflict) { log <- c },
+		Peer:       func(m net.HardwareAddr) bool { return m.String() == peer.String() }})
+	t.Cleanup(func() { a.Close() })
+	if err := a.SetInterfaces([]net.Interface{testIface("eth0", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	if got := exchange(t, eth0.arp, gratuitousARP(peer, vip4)[0]); len(got) != 0 {
+		t.Errorf("claim by a peer answered with %d frames", len(got))
+	}
+	want := Conflict{Addr: vip4, MAC: peer, Interface: "eth0", Peer: true}
+	if diff := cmp.Diff(want, log.next(t), addrEqual); diff != "" {
+		t.Errorf("conflict (-want +got):\n%s", diff)
+	}
+	time.Sleep(30 * time.Millisecond) // no trailing defence either
+	if n := len(eth0.arp.sent()); n != 0 {
+		t.Errorf("%d frames sent after a peer's claim", n)
+	}
+	// A stranger is still defended.
+	eth0.arp.deliver(t, gratuitousARP(peerMAC, vip4)[0])
+	if c := log.next(t); !c.Defended || c.Peer {
+		t.Errorf("stranger's claim: %+v, want defended, not a peer", c)
+	}
+}

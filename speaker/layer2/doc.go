@@ -16,7 +16,10 @@
 // on, and once more after the last one. A claim never makes a responder
 // stop answering: that would let any host on the LAN take a Service down
 // with one packet. Defences go out only on the interface the claim was
-// heard on, which is one the address may be announced on.
+// heard on, which is one the address may be announced on. Claims by other
+// speakers ([Options.Peer]) are only reported: the speaker's election
+// decides who keeps the address, and answers through
+// [Announcer.Reannounce].
 //
 // All I/O goes through [Conns], which [Dial] opens on a real interface and a
 // test may replace with in-memory connections (see [Options.Dial]). The

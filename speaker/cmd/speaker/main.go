@@ -136,7 +136,7 @@ func run(args []string) int {
 		if sp := running.Load(); sp != nil {
 			sp.DuplicateAnnouncer(runCtx, c.Addr, c.MAC)
 		}
-	}})
+	}, Peer: func(mac net.HardwareAddr) bool { return dir.NodeOf(mac) != "" }})
 	if err := ann.SetInterfaces(ifis); err != nil {
 		logger.Error(err, "Cannot open ARP/NDP sockets (the speaker needs CAP_NET_RAW)", "interfaces", names)
 		return 1
