@@ -48,8 +48,9 @@ func neighChanges(t *testing.T, p *harness.Probe) []neighChange {
 //
 // The claims come from the client (its own MAC: a host with the VIP
 // misconfigured) and from another node's namespace with that node's MAC
-// (a second announcer in a speaker's name, which the owner sees alive and
-// so defends against). The neighbour entries watched are those of the
+// (a second announcer in a speaker's name: the owner sees that speaker
+// alive, so it first gives it the 2 s a handover would need, then
+// re-announces). The neighbour entries watched are those of the
 // client and of the control-plane host (IPv4) or a node that does not own
 // the address (IPv6: the control plane has none); a host never learns
 // from its own frames, so the claimant's own entry is not checked.
