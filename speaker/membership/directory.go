@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -103,16 +104,26 @@ func decodeMeta(b []byte) (macs [][macLen]byte, ok bool) {
 
 // delegate publishes this member's metadata. memberlist requires the whole
 // Delegate interface; only NodeMeta is used, as the speakers exchange
-// nothing else through memberlist.
-type delegate struct{ macs []net.HardwareAddr }
+// nothing else through memberlist. memberlist calls NodeMeta from its own
+// goroutines, and SetMACs replaces the list, hence the atomic pointer.
+type delegate struct {
+	macs atomic.Pointer[[]net.HardwareAddr]
+}
 
-var _ memberlist.Delegate = delegate{}
+var _ memberlist.Delegate = (*delegate)(nil)
 
-func (d delegate) NodeMeta(limit int) []byte                { return encodeMeta(d.macs, limit) }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+func newDelegate(macs []net.HardwareAddr) *delegate {
+	d := &delegate{}
+	c := cloneMACs(macs)
+	d.macs.Store(&c)
+	return d
+}
+
+func (d *delegate) NodeMeta(limit int) []byte                { return encodeMeta(*d.macs.Load(), limit) }
+func (*delegate) NotifyMsg([]byte)                           {}
+func (*delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (*delegate) LocalState(join bool) []byte                { return nil }
+func (*delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // cloneMACs copies macs: memberlist calls NodeMeta at any time, and the
 // caller may reuse its slices.

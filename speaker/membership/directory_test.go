@@ -47,12 +47,25 @@ func TestDirectoryLearnsPublishedMACs(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// New MACs replace the old ones everywhere.
+	if err := ms[1].SetMACs([]net.HardwareAddr{mac(0x2c)}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for dirs[0].NodeOf(mac(0x2c)) != "b" || dirs[0].NodeOf(mac(0x1c)) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("after SetMACs: NodeOf(%s) = %q, NodeOf(%s) = %q; want b and none",
+				mac(0x2c), dirs[0].NodeOf(mac(0x2c)), mac(0x1c), dirs[0].NodeOf(mac(0x1c)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
 	// Kept after the member goes: a speaker the others think dead may
 	// still be announcing, and that is when naming it matters most.
 	ms[1].Shutdown()
 	time.Sleep(100 * time.Millisecond)
-	if got := dirs[0].NodeOf(mac(0x0c)); got != "b" {
-		t.Errorf("after b shut down, NodeOf(%s) = %q, want b", mac(0x0c), got)
+	if got := dirs[0].NodeOf(mac(0x2c)); got != "b" {
+		t.Errorf("after b shut down, NodeOf(%s) = %q, want b", mac(0x2c), got)
 	}
 }
 

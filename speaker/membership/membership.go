@@ -116,6 +116,7 @@ type Group struct {
 	log      logr.Logger
 	onChange func([]string)
 	dir      *Directory
+	meta     *delegate
 
 	// changed is a one-slot doorbell rung by memberlist's event callbacks.
 	// Those run with memberlist's node lock held, so they must neither
@@ -189,7 +190,8 @@ func New(cfg Config) (*Group, error) {
 	mc.Logger = NewStdLogger(g.log)
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
-	mc.Delegate = delegate{macs: cloneMACs(cfg.MACs)}
+	g.meta = newDelegate(cfg.MACs)
+	mc.Delegate = g.meta
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -219,6 +221,21 @@ func (g *Group) Members() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// SetMACs replaces the MACs this member publishes (Config.MACs), for a
+// speaker whose interfaces changed, and gossips the new metadata to the
+// others, waiting up to timeout for that to start.
+func (g *Group) SetMACs(macs []net.HardwareAddr, timeout time.Duration) error {
+	c := cloneMACs(macs)
+	g.meta.macs.Store(&c)
+	if g.isShutdown() {
+		return ErrShutdown
+	}
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("membership: publishing new MACs: %w", err)
+	}
+	return nil
 }
 
 // HealthScore is memberlist's self-awareness score: 0 when this member
