@@ -37,4 +37,7 @@ const (
 	EventNodeAssigned     = "nodeAssigned"
 	EventConfigLoaded     = "ConfigLoaded"
 	EventConfigRejected   = "ConfigRejected"
+	// EventDuplicateAnnouncer: another MAC announces an address this
+	// node's speaker serves (a foreign host, or a second speaker).
+	EventDuplicateAnnouncer = "DuplicateAnnouncer"
 )

@@ -52,6 +52,12 @@ type cluster struct {
 }
 
 func newCluster(t *testing.T, class, cfg string, nodes ...string) *cluster {
+	return newClusterWith(t, class, cfg, nil, nodes...)
+}
+
+// newClusterWith is newCluster with a hook to adjust each speaker's
+// Options.
+func newClusterWith(t *testing.T, class, cfg string, adjust func(node string, o *Options), nodes ...string) *cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := env.Namespace(t)
 	_, err := env.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "config"}, Data: map[string]string{"config": cfg}}, metav1.CreateOptions{})
@@ -62,7 +68,11 @@ func newCluster(t *testing.T, class, cfg string, nodes ...string) *cluster {
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		c.anns[n] = &recorder{}
-		s := New(env.Client, c.anns[n], Options{NodeName: n, Namespace: ns, ConfigName: "config", LBClass: class})
+		o := Options{NodeName: n, Namespace: ns, ConfigName: "config", LBClass: class}
+		if adjust != nil {
+			adjust(n, &o)
+		}
+		s := New(env.Client, c.anns[n], o)
 		c.speakers[n] = s
 		wg.Go(func() { s.Run(ctx) })
 	}

@@ -9,6 +9,11 @@ type Metrics struct {
 	owned    prometheus.Gauge
 	members  prometheus.Gauge
 	failover prometheus.Gauge
+	// duplicates counts claims by other MACs on addresses this node
+	// announces. Labelled by address only: the MACs are attacker-chosen,
+	// and a label per MAC would let one host grow the series without
+	// bound; the Events and log lines name them.
+	duplicates *prometheus.CounterVec
 }
 
 // NewMetrics registers the speaker's metrics in a new registry.
@@ -21,8 +26,10 @@ func NewMetrics() *Metrics {
 			Help: "Live speakers in the memberlist cluster, this one included."}),
 		failover: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_last_failover_seconds",
 			Help: "Time from the last membership or link change to this node taking over an address."}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_duplicate_announcer_total",
+			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
 	}
-	m.Registry.MustRegister(m.owned, m.members, m.failover,
+	m.Registry.MustRegister(m.owned, m.members, m.failover, m.duplicates,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

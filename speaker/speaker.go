@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -63,6 +64,11 @@ type Options struct {
 	// (default 5 s): a proxy that never says yes must not keep an address
 	// dark for good.
 	LocalServingWait time.Duration
+	// MACOwner returns the node whose speaker published mac (memberlist
+	// metadata, membership.Directory.NodeOf), or "" when none did. It
+	// tells another speaker from a foreign host in DuplicateAnnouncer.
+	// Nil means every claimant counts as foreign.
+	MACOwner func(mac net.HardwareAddr) string
 }
 
 // Speaker elects owners and drives the announcer.
@@ -93,11 +99,20 @@ type Speaker struct {
 	changed  time.Time
 	cfg      *config.Config
 	cfgRV    string
+	// yields holds addresses this node keeps silent after losing a split
+	// brain to another speaker, until when (DuplicateAnnouncer).
+	yields map[netip.Addr]time.Time
+	// splits holds the split brains this node won, by address.
+	splits map[netip.Addr]split
+
+	dupMu       sync.Mutex
+	dupReported map[dupKey]time.Time // last report per address and claimant
 
 	// Owned by the sync loop.
 	owners  map[netip.Addr]string
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
+	watched []netip.Addr // last given to the announcer's SetWatched
 }
 
 // New builds a speaker; Run starts it.
@@ -110,6 +125,10 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		kick:    make(chan struct{}, 1),
 		owners:  map[netip.Addr]string{},
 		waiting: map[netip.Addr]time.Time{},
+		yields:  map[netip.Addr]time.Time{},
+		splits:  map[netip.Addr]split{},
+
+		dupReported: map[dupKey]time.Time{},
 	}
 	if s.opts.LocalServingWait <= 0 {
 		s.opts.LocalServingWait = 5 * time.Second
@@ -161,6 +180,15 @@ func (s *Speaker) Kick() {
 // the failover path: no API call happens between here and the announcer.
 func (s *Speaker) MembersChanged(members []string) {
 	s.mu.Lock()
+	// A split brain comes from two different views of the membership; a
+	// new view may have settled it, or made this node the rightful owner.
+	// A speaker that comes back shares this node's view again.
+	clear(s.yields)
+	for ip, st := range s.splits {
+		if !slices.Contains(s.members, st.other) && slices.Contains(members, st.other) {
+			delete(s.splits, ip)
+		}
+	}
 	s.members = slices.Clone(members)
 	s.changed = time.Now()
 	s.mu.Unlock()
@@ -225,10 +253,21 @@ func (s *Speaker) sync(ctx context.Context) {
 	owners := election.Elect(addrs, nodes, members)
 	mine := map[netip.Addr][]string{}
 	held := false
+	var yieldEnds time.Time
 	if !isolated {
+		now := time.Now()
 		for _, a := range addrs {
 			if owners[a.IP] != s.opts.NodeName {
 				delete(s.waiting, a.IP)
+				continue
+			}
+			s.mu.Lock()
+			y, until := s.yielded(a.IP, now)
+			s.mu.Unlock()
+			if y {
+				if yieldEnds.IsZero() || until.Before(yieldEnds) {
+					yieldEnds = until
+				}
 				continue
 			}
 			if s.holdBack(ctx, a.IP, users[a.IP], members) {
@@ -245,8 +284,26 @@ func (s *Speaker) sync(ctx context.Context) {
 	}
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
-	if held {
+	s.mu.Lock()
+	watch, reannounce, next := s.settleSplits(time.Now(), mine)
+	s.mu.Unlock()
+	if sb, ok := s.announcer.(splitBrainAnnouncer); ok {
+		if !slices.Equal(watch, s.watched) {
+			sb.SetWatched(watch)
+			s.watched = watch
+		}
+		for _, ip := range reannounce {
+			sb.Reannounce(ip)
+		}
+	}
+	if !yieldEnds.IsZero() && (next.IsZero() || yieldEnds.Before(next)) {
+		next = yieldEnds
+	}
+	switch {
+	case held:
 		s.retryIn(100 * time.Millisecond)
+	case !next.IsZero():
+		s.retryIn(time.Until(next))
 	}
 
 	for ip, owner := range owners {

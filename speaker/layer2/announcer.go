@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -46,6 +47,28 @@ type Options struct {
 	// work across network namespaces wrap Dial to open the sockets in the
 	// right one.
 	Dial func(ifi *net.Interface) (Conns, error)
+
+	// DefendInterval is the shortest time between two defences of one
+	// address on one interface when another host claims it (see
+	// DefaultDefendInterval, the value used when it is zero or negative).
+	DefendInterval time.Duration
+
+	// OnConflict, when set, is called for every claim another host makes
+	// on an address announced here (see Conflict), whether or not the
+	// rate limit let a defence go out for it. It runs on the interface's
+	// defence goroutine: calls for one interface are never concurrent,
+	// calls for different interfaces may be, and it must not block, or the
+	// defence of that interface waits for it. Claims arriving faster than
+	// they are handled are dropped (and still counted in Stats).
+	OnConflict func(Conflict)
+
+	// Peer, when set, reports whether a MAC belongs to another speaker.
+	// Claims by peers are reported but not defended: a peer announcing an
+	// address is usually taking it over a moment before this node learns
+	// it lost it, and fighting back would flap the LAN; whether to answer
+	// is the election's call (see Reannounce). It is called from the
+	// defence goroutines and must not block.
+	Peer func(mac net.HardwareAddr) bool
 }
 
 // Announcer runs one responder per managed interface and decides which
@@ -61,15 +84,20 @@ type Announcer struct {
 	log      logr.Logger
 	dial     func(*net.Interface) (Conns, error)
 	schedule []time.Duration
+	defence  defence
 	stats    counters
 
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// macs holds the MACs of the managed interfaces, for defence.siblings.
+	macs atomic.Pointer[map[[macLen]byte]struct{}]
+
 	mu         sync.Mutex
 	closed     bool
 	responders map[string]*responder // by interface name
 	owned      map[netip.Addr][]string
+	watched    addrSet
 }
 
 // New returns an Announcer with no interfaces and no owned addresses. Its
@@ -90,8 +118,12 @@ func New(ctx context.Context, opts Options) *Announcer {
 	if dial == nil {
 		dial = Dial
 	}
+	def := defence{interval: opts.DefendInterval, onConflict: opts.OnConflict, peer: opts.Peer}
+	if def.interval <= 0 {
+		def.interval = DefaultDefendInterval
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	return &Announcer{
+	a := &Announcer{
 		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
 		dial:       dial,
 		schedule:   schedule,
@@ -100,6 +132,9 @@ func New(ctx context.Context, opts Options) *Announcer {
 		responders: map[string]*responder{},
 		owned:      map[netip.Addr][]string{},
 	}
+	def.siblings = &a.macs
+	a.defence = def
+	return a
 }
 
 // SetInterfaces makes ifis the set of managed interfaces: a responder is
@@ -121,9 +156,16 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 	}
 
 	want := make(map[string]net.Interface, len(ifis))
+	macs := make(map[[macLen]byte]struct{}, len(ifis))
 	for _, ifi := range ifis {
 		want[ifi.Name] = ifi
+		if len(ifi.HardwareAddr) == macLen {
+			macs[[macLen]byte(ifi.HardwareAddr)] = struct{}{}
+		}
 	}
+	// Published before any responder starts, so that none takes a new
+	// sibling's first announcements for a foreign claim.
+	a.macs.Store(&macs)
 	for name, r := range a.responders {
 		w, ok := want[name]
 		if ok && w.Index == r.ifi.Index && sameMAC(w.HardwareAddr, r.ifi.HardwareAddr) {
@@ -150,7 +192,11 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 			errs = append(errs, err)
 			continue
 		}
-		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule)
+		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
+		if a.watched != nil {
+			w := a.watched
+			r.watched.Store(&w)
+		}
 		r.start()
 		a.responders[ifi.Name] = r
 		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
@@ -201,6 +247,38 @@ func (a *Announcer) SetOwned(owned map[netip.Addr][]string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetWatched makes the responders report claims on the given addresses
+// through OnConflict although they are not announced here, replacing the
+// previous set: a speaker that stepped back from an address for another
+// speaker uses it to hear that one still announces it. Watched addresses
+// are never answered nor defended (Conflict.Defended is false). An owned
+// address needs no watching.
+func (a *Announcer) SetWatched(ips []netip.Addr) {
+	set := make(addrSet, len(ips))
+	for _, ip := range ips {
+		set[ip.Unmap().WithZone("")] = struct{}{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.watched = set
+	for _, r := range a.responders {
+		r.watched.Store(&set)
+	}
+}
+
+// Reannounce sends one announcement round for ip at once on every
+// interface that announces it (nothing where it is not owned), counted as
+// defences. A speaker in a split brain uses it to keep reminding the other
+// speaker, which has stepped back, that the address is served.
+func (a *Announcer) Reannounce(ip netip.Addr) {
+	ip = ip.Unmap().WithZone("")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.responders {
+		r.defend(ip)
+	}
 }
 
 // setFor picks the addresses allowed on one interface.

@@ -17,59 +17,79 @@ const (
 
 // decideARP is the whole per-frame decision for IPv4: given one frame read
 // from the interface with MAC mac, and the addresses owned on it, it returns
-// what to do and, for verdictAnswer, the reply frame to send.
+// what to do and, for verdictAnswer, the reply frame to send; for
+// verdictConflict, the claim another host made on an owned address.
 //
 // It is pure so that the table tests and the fuzz target exercise exactly
 // the code the responder runs.
-func decideARP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []byte) {
+func decideARP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []byte, claim) {
 	_, src, et, payload, ok := ethHeader(frame)
 	if !ok {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if et != etherTypeARP {
 		// A VLAN-tagged frame or anything else the socket should not have
 		// delivered: not ours to interpret.
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 	if sameMAC(src, mac) {
 		// Packet sockets also see frames this host transmits, including
 		// the kernel's own ARP requests; never answer ourselves.
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 
 	// The fixed part of an IPv4-over-Ethernet ARP packet is checked in place
 	// so that requests for other hosts' addresses, nearly all of what a LAN
 	// broadcasts, are dropped without allocating.
 	if len(payload) < 8 {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if binary.BigEndian.Uint16(payload[0:2]) != arpHardwareEthernet ||
 		binary.BigEndian.Uint16(payload[2:4]) != etherTypeIPv4 ||
 		payload[4] != macLen || payload[5] != 4 {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if len(payload) < arpPacketLen {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
-	if arp.Operation(binary.BigEndian.Uint16(payload[6:8])) != arp.OperationRequest {
-		return verdictIgnored, nil
+	op := arp.Operation(binary.BigEndian.Uint16(payload[6:8]))
+	if op != arp.OperationRequest && op != arp.OperationReply {
+		return verdictIgnored, nil, claim{}
+	}
+	// Any request or reply whose sender is an owned address teaches every
+	// neighbour that hears it (Linux updates an existing entry from a
+	// request as well as from a reply) that the address lives at the
+	// sender's MAC: a gratuitous ARP, a reply to someone's request, or a
+	// host that has the address configured and asks for its gateway. So
+	// each is a claim, whatever its target. The sender's hardware address
+	// in the ARP body is what neighbours learn, so that is the claimant;
+	// the Ethernet source only filtered out our own transmissions.
+	senderMAC := net.HardwareAddr(payload[8:14])
+	if owned.has(netip.AddrFrom4([4]byte(payload[14:18]))) {
+		if sameMAC(senderMAC, mac) || !isUnicastMAC(senderMAC) {
+			// Our own binding relayed by something (a bridge or proxy
+			// that rewrote the Ethernet source) is no conflict; a group
+			// or zero sender address is bogus and no neighbour stores it.
+			return verdictIgnored, nil, claim{}
+		}
+		// Not answered even when it also asks for an owned address: the
+		// sender is claiming ours, and the defence announcements tell it
+		// (and everyone else) where the address lives.
+		return verdictConflict, nil, claim{ip: netip.AddrFrom4([4]byte(payload[14:18])), mac: [6]byte(senderMAC)}
+	}
+	if op != arp.OperationRequest {
+		return verdictIgnored, nil, claim{}
 	}
 	if !owned.has(netip.AddrFrom4([4]byte(payload[24:28]))) {
-		return verdictRequest, nil
+		return verdictRequest, nil, claim{}
 	}
 
 	var p arp.Packet
 	if err := p.UnmarshalBinary(payload); err != nil {
-		return verdictMalformed, nil
-	}
-	if p.SenderIP == p.TargetIP {
-		// A gratuitous request announces the sender's own binding; it asks
-		// no question, so answering would only add noise (and the kernel
-		// does not answer it either).
-		return verdictRequest, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if !isUnicastMAC(p.SenderHardwareAddr) {
-		return verdictRequest, nil
+		return verdictRequest, nil, claim{}
 	}
 
 	// RFC 826: swap sender and target, fill in our hardware address and
@@ -77,7 +97,7 @@ func decideARP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []by
 	// IP 0.0.0.0, RFC 5227) is answered the same way, which is how an
 	// address in use is defended.
 	return verdictAnswer, marshalARP(nil, arp.OperationReply, p.SenderHardwareAddr,
-		mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
+		mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP), claim{}
 }
 
 // gratuitousARP returns the two announcement frames sent when ip is gained.

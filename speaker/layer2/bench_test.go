@@ -62,7 +62,7 @@ func BenchmarkDecide(b *testing.B) {
 	s[vip4], s[vip6] = struct{}{}, struct{}{}
 	cases := []struct {
 		name   string
-		decide func([]byte, net.HardwareAddr, addrSet) (verdict, []byte)
+		decide func([]byte, net.HardwareAddr, addrSet) (verdict, []byte, claim)
 		frame  []byte
 	}{
 		{"ARP/owned", decideARP, arpRequest(peerMAC, peerIP, vip4)},

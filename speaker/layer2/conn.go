@@ -31,8 +31,8 @@ type GroupJoiner interface {
 type Conns struct {
 	// ARP receives frames of EtherType 0x0806.
 	ARP net.PacketConn
-	// NDP receives IPv6 frames carrying Neighbor Solicitations (other frames
-	// are tolerated and counted as ignored).
+	// NDP receives IPv6 frames carrying Neighbor Solicitations and
+	// Advertisements (other frames are tolerated and counted as ignored).
 	NDP net.PacketConn
 	// Groups joins the solicited-node multicast group of each owned IPv6
 	// address, so that multicast solicitations reach NDP even where the NIC
@@ -54,21 +54,26 @@ func (c Conns) Close() error {
 	return errors.Join(errs...)
 }
 
-// nsProgram is a classic BPF program that keeps only IPv6 frames whose next
-// header is ICMPv6 and whose ICMPv6 type is Neighbor Solicitation. Without it
-// the NDP packet socket would copy every IPv6 frame the node receives.
-var nsProgram = []bpf.Instruction{
+// ndpProgram is a classic BPF program that keeps only IPv6 frames whose
+// next header is ICMPv6 and whose ICMPv6 type is Neighbor Solicitation or
+// Neighbor Advertisement: solicitations to answer, advertisements to spot
+// another host claiming an owned address. Without it the NDP packet socket
+// would copy every IPv6 frame the node receives. Advertisements are rare
+// next to solicitations (a LAN sends one per resolution, as it does a
+// solicitation), so letting them through costs little.
+var ndpProgram = []bpf.Instruction{
 	bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeIPv6, SkipTrue: 5},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeIPv6, SkipTrue: 6},
 	bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1}, // IPv6 next header
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 3},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 4},
 	bpf.LoadAbsolute{Off: ethHeaderLen + ipv6HeaderLen, Size: 1}, // ICMPv6 type
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmpTypeNS, SkipTrue: 1},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpTypeNS, SkipTrue: 1},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmpTypeNA, SkipTrue: 1},
 	bpf.RetConstant{Val: maxFrameLength},
 	bpf.RetConstant{Val: 0},
 }
 
-var nsFilter = mustAssemble(nsProgram)
+var ndpFilter = mustAssemble(ndpProgram)
 
 func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
 	raw, err := bpf.Assemble(prog)
@@ -79,7 +84,7 @@ func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
 }
 
 // Dial opens the real connections for ifi: an AF_PACKET socket for ARP, one
-// for IPv6 filtered to Neighbor Solicitations, and an ICMPv6 socket used only
+// for IPv6 filtered to Neighbor Solicitations and Advertisements, and an ICMPv6 socket used only
 // to join multicast groups (joining through the IP stack, not the packet
 // socket, is what makes the kernel send MLD reports to snooping switches).
 // It needs CAP_NET_RAW and opens the sockets in the calling thread's network
@@ -97,7 +102,7 @@ func Dial(ifi *net.Interface) (Conns, error) {
 	}
 	c.ARP = arpConn
 
-	ndpConn, err := packet.Listen(ifi, packet.Raw, etherTypeIPv6, &packet.Config{Filter: nsFilter})
+	ndpConn, err := packet.Listen(ifi, packet.Raw, etherTypeIPv6, &packet.Config{Filter: ndpFilter})
 	if err != nil {
 		return fail("opening NDP socket", err)
 	}

@@ -2,11 +2,13 @@ package layer2
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ndp"
 	"golang.org/x/net/bpf"
 )
 
@@ -28,11 +30,20 @@ func TestDecideARP(t *testing.T) {
 		TargetMAC: peerMAC.String(), TargetIP: peerIP.String(),
 	}
 
+	peerClaim := vip4.String() + " " + peerMAC.String()
+	// fromOwned is a request a host with the VIP configured sends while
+	// resolving its gateway: it claims the VIP just the same.
+	fromOwned := arpRequest(peerMAC, vip4, peerIP)
+	replyToOther := marshalARP(nil, arp.OperationReply, peerMAC, peerMAC, vip4, ourMAC, peerIP)
+	relayedOurs := marshalARP(nil, arp.OperationReply, broadcastMAC, ourMAC, vip4, broadcastMAC, vip4)
+	copy(relayedOurs[6:12], peerMAC) // Ethernet source rewritten, ARP sender still ours
+
 	tests := []struct {
 		name  string
 		frame []byte
 		want  verdict
 		reply *arpSummary
+		claim string
 	}{
 		{name: "request for owned address", frame: valid, want: verdictAnswer, reply: answer},
 		{name: "padded to Ethernet minimum", frame: append(append([]byte(nil), valid...), make([]byte, 18)...), want: verdictAnswer, reply: answer},
@@ -47,7 +58,15 @@ func TestDecideARP(t *testing.T) {
 				TargetMAC: peerMAC.String(), TargetIP: "0.0.0.0",
 			},
 		},
-		{name: "gratuitous request from another host", frame: arpRequest(peerMAC, vip4, vip4), want: verdictRequest},
+		{name: "gratuitous request from another host", frame: arpRequest(peerMAC, vip4, vip4), want: verdictConflict, claim: peerClaim},
+		{name: "gratuitous reply from another host", frame: gratuitousARP(peerMAC, vip4)[1], want: verdictConflict, claim: peerClaim},
+		{name: "reply from another host", frame: replyToOther, want: verdictConflict, claim: peerClaim},
+		{name: "request sent from an owned address", frame: fromOwned, want: verdictConflict, claim: peerClaim},
+		{name: "owned sender relayed with another Ethernet source", frame: relayedOurs, want: verdictIgnored},
+		{name: "owned sender with a multicast MAC", frame: arpRequest(broadcastMAC, vip4, vip4), want: verdictIgnored},
+		{name: "owned sender with the zero MAC", frame: arpRequest(zeroMAC, vip4, vip4), want: verdictIgnored},
+		{name: "gratuitous ARP for an unowned address", frame: arpRequest(peerMAC, other4, other4), want: verdictRequest},
+		{name: "gratuitous reply for an unowned address", frame: gratuitousARP(peerMAC, other4)[1], want: verdictIgnored},
 		{name: "requester claims a multicast MAC", frame: arpRequest(broadcastMAC, peerIP, vip4), want: verdictRequest},
 		{name: "requester claims the zero MAC", frame: arpRequest(zeroMAC, peerIP, vip4), want: verdictRequest},
 		{name: "reply is not answered", frame: withOp(arp.OperationReply), want: verdictIgnored},
@@ -65,12 +84,15 @@ func TestDecideARP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, reply := decideARP(tt.frame, ourMAC, ownedSet)
+			got, reply, cl := decideARP(tt.frame, ourMAC, ownedSet)
 			if got != tt.want {
 				t.Errorf("verdict = %v, want %v", got, tt.want)
 			}
 			if diff := cmp.Diff(tt.reply, summarizeARP(reply)); diff != "" {
 				t.Errorf("reply mismatch (-want +got):\n%s", diff)
+			}
+			if got := summarizeClaim(cl); got != tt.claim {
+				t.Errorf("claim = %q, want %q", got, tt.claim)
 			}
 		})
 	}
@@ -97,9 +119,9 @@ func TestGratuitousARP(t *testing.T) {
 		t.Errorf("gratuitous ARP mismatch (-want +got):\n%s", diff)
 	}
 	// A gratuitous request must not be answered by another responder that
-	// (wrongly) owns the same address: it asks nothing.
-	if v, _ := decideARP(gratuitousARP(peerMAC, vip4)[0], ourMAC, ownedSet); v != verdictRequest {
-		t.Errorf("gratuitous request from a peer: verdict %v, want %v", v, verdictRequest)
+	// owns the same address: it asks nothing, and claims the address.
+	if v, reply, _ := decideARP(gratuitousARP(peerMAC, vip4)[0], ourMAC, ownedSet); v != verdictConflict || reply != nil {
+		t.Errorf("gratuitous request from a peer: verdict %v with reply %v, want %v and none", v, reply != nil, verdictConflict)
 	}
 }
 
@@ -112,11 +134,24 @@ func TestDecideNDP(t *testing.T) {
 	solicitedLL := *solicited
 	solicitedLL.Dst = peerLL6.String()
 
+	peerClaim := vip6.String() + " " + peerMAC.String()
+	na := func(n ndp.NeighborAdvertisement, ethSrc net.HardwareAddr, dst netip.Addr, hop byte) []byte {
+		f := marshalNA(&n, ethSrc, allNodesMAC, dst)
+		f[ethHeaderLen+7] = hop
+		return f
+	}
+	tlla := func(mac net.HardwareAddr) []ndp.Option {
+		return []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}}
+	}
+	badSum := unsolicitedNA(peerMAC, vip6)
+	badSum[ethHeaderLen+ipv6HeaderLen+2] ^= 0xff
+
 	tests := []struct {
 		name  string
 		frame []byte
 		want  verdict
 		reply *naSummary
+		claim string
 	}{
 		{name: "multicast NS for owned address", frame: nsFrame{src: peerIP6, target: vip6}.bytes(), want: verdictAnswer, reply: solicited},
 		{name: "multicast NS from link-local", frame: nsFrame{src: peerLL6, target: vip6}.bytes(), want: verdictAnswer, reply: &solicitedLL},
@@ -146,7 +181,17 @@ func TestDecideNDP(t *testing.T) {
 		{name: "nonzero ICMP code", frame: nsFrame{src: peerIP6, target: vip6, icmpCode: 1}.bytes(), want: verdictMalformed},
 		{name: "multicast target", frame: withTarget(nsFrame{src: peerIP6, target: vip6}.bytes(), netip.MustParseAddr("ff02::1:ff00:100")), want: verdictMalformed},
 		{name: "multicast source", frame: nsFrame{src: netip.MustParseAddr("ff02::2"), target: vip6}.bytes(), want: verdictMalformed},
-		{name: "a Neighbor Advertisement", frame: unsolicitedNA(peerMAC, vip6), want: verdictIgnored},
+		{name: "unsolicited NA for an owned address", frame: unsolicitedNA(peerMAC, vip6), want: verdictConflict, claim: peerClaim},
+		{name: "solicited NA for an owned address", frame: na(ndp.NeighborAdvertisement{Solicited: true, TargetAddress: vip6, Options: tlla(peerMAC)}, peerMAC, peerIP6, 255), want: verdictConflict, claim: peerClaim},
+		{name: "NA for an unowned address", frame: unsolicitedNA(peerMAC, other6), want: verdictIgnored},
+		{name: "NA binding our MAC from another source", frame: na(ndp.NeighborAdvertisement{Override: true, TargetAddress: vip6, Options: tlla(ourMAC)}, peerMAC, allNodes, 255), want: verdictIgnored},
+		{name: "NA without a target LLA", frame: na(ndp.NeighborAdvertisement{Override: true, TargetAddress: vip6}, peerMAC, allNodes, 255), want: verdictIgnored},
+		{name: "NA binding a multicast MAC", frame: na(ndp.NeighborAdvertisement{Override: true, TargetAddress: vip6, Options: tlla(allNodesMAC)}, peerMAC, allNodes, 255), want: verdictIgnored},
+		{name: "NA routed from off-link", frame: na(ndp.NeighborAdvertisement{Override: true, TargetAddress: vip6, Options: tlla(peerMAC)}, peerMAC, allNodes, 64), want: verdictMalformed},
+		{name: "NA with a bad checksum", frame: badSum, want: verdictMalformed},
+		{name: "NA with a multicast target", frame: withTarget(unsolicitedNA(peerMAC, vip6), netip.MustParseAddr("ff02::1")), want: verdictMalformed},
+		{name: "NS sent from an owned address", frame: nsFrame{src: vip6, target: other6}.bytes(), want: verdictConflict, claim: peerClaim},
+		{name: "NS sent from an owned address without source LLA", frame: nsFrame{src: vip6, target: other6, noSourceLLA: true}.bytes(), want: verdictRequest},
 		{name: "UDP", frame: ipv6Frame(peerMAC, ourMAC, peerIP6, vip6, 17, 64, make([]byte, 16), 0), want: verdictIgnored},
 		{name: "IPv4 EtherType", frame: arpRequest(peerMAC, peerIP, vip4), want: verdictIgnored},
 		{name: "empty", frame: nil, want: verdictMalformed},
@@ -157,12 +202,15 @@ func TestDecideNDP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, reply := decideNDP(tt.frame, ourMAC, ownedSet)
+			got, reply, cl := decideNDP(tt.frame, ourMAC, ownedSet)
 			if got != tt.want {
 				t.Errorf("verdict = %v, want %v", got, tt.want)
 			}
 			if diff := cmp.Diff(tt.reply, summarizeNA(reply)); diff != "" {
 				t.Errorf("reply mismatch (-want +got):\n%s", diff)
+			}
+			if got := summarizeClaim(cl); got != tt.claim {
+				t.Errorf("claim = %q, want %q", got, tt.claim)
 			}
 		})
 	}
@@ -179,10 +227,10 @@ func TestUnsolicitedNA(t *testing.T) {
 	}
 }
 
-func TestNSFilter(t *testing.T) {
+func TestNDPFilter(t *testing.T) {
 	// The BPF program is checked against the same frames as decideNDP, run
 	// by x/net/bpf's interpreter, so a wrong offset shows up without root.
-	vm, err := bpf.NewVM(nsProgram)
+	vm, err := bpf.NewVM(ndpProgram)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +241,9 @@ func TestNSFilter(t *testing.T) {
 	}{
 		{"multicast NS", nsFrame{src: peerIP6, target: vip6}.bytes(), true},
 		{"unicast NS", nsFrame{src: peerIP6, dst: vip6, ethDst: ourMAC, target: vip6}.bytes(), true},
-		{"NA", unsolicitedNA(peerMAC, vip6), false},
+		{"NA", unsolicitedNA(peerMAC, vip6), true},
+		{"ICMPv6 echo request", ipv6Frame(peerMAC, ourMAC, peerIP6, vip6, protoICMPv6, 64, []byte{128, 0, 0, 0, 0, 0, 0, 0}, 0), false},
+		{"router advertisement", ipv6Frame(peerMAC, ourMAC, peerIP6, vip6, protoICMPv6, 255, []byte{134, 0, 0, 0, 0, 0, 0, 0}, 0), false},
 		{"UDP", ipv6Frame(peerMAC, ourMAC, peerIP6, vip6, 17, 64, make([]byte, 16), 0), false},
 		{"ARP", arpRequest(peerMAC, peerIP, vip4), false},
 		{"short", []byte{1, 2, 3}, false},

@@ -8,6 +8,19 @@
 // send a burst of gratuitous ARP / unsolicited Neighbor Advertisements when an
 // address is gained, and go silent for an address the moment it is lost.
 //
+// They also listen for other hosts claiming an owned address (gratuitous
+// ARP, ARP replies or requests sent from it, Neighbor Advertisements for
+// it, from a MAC that is not the interface's). Each claim is reported
+// through [Options.OnConflict] and the address is defended: re-announced at
+// once, then at most once per [Options.DefendInterval] while the claims go
+// on, and once more after the last one. A claim never makes a responder
+// stop answering: that would let any host on the LAN take a Service down
+// with one packet. Defences go out only on the interface the claim was
+// heard on, which is one the address may be announced on. Claims by other
+// speakers ([Options.Peer]) are only reported: the speaker's election
+// decides who keeps the address, and answers through
+// [Announcer.Reannounce].
+//
 // All I/O goes through [Conns], which [Dial] opens on a real interface and a
 // test may replace with in-memory connections (see [Options.Dial]). The
 // per-packet decisions are pure functions of the frame bytes, the

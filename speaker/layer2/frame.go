@@ -48,7 +48,19 @@ const (
 	verdictRequest
 	// verdictAnswer: a request for an owned address; the reply is returned.
 	verdictAnswer
+	// verdictConflict: another host announces an owned address as its own
+	// (gratuitous ARP, an ARP reply or request sent from the address, a
+	// Neighbor Advertisement for it); the claim is returned.
+	verdictConflict
 )
+
+// claim is another host's assertion that an owned address lives at its
+// MAC. The MAC is an array, not a slice into the frame, because the read
+// buffer is reused for the next frame while the claim is still handled.
+type claim struct {
+	ip  netip.Addr
+	mac [macLen]byte
+}
 
 func (v verdict) String() string {
 	switch v {
@@ -60,6 +72,8 @@ func (v verdict) String() string {
 		return "request"
 	case verdictAnswer:
 		return "answer"
+	case verdictConflict:
+		return "conflict"
 	}
 	return "verdict(" + strconv.Itoa(int(v)) + ")"
 }

@@ -1,13 +1,19 @@
 package layer2
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 )
 
 // FuzzDecide feeds arbitrary bytes to both per-frame decisions, as any frame
-// on the LAN may reach either socket. Neither may panic, and whatever they
-// answer must be a well-formed reply for an owned address.
+// on the LAN may reach either socket. Neither may panic, whatever they
+// answer must be a well-formed reply for an owned address, and a conflict
+// must name an owned address and a unicast MAC that is not ours (a claim
+// naming our own MAC would make the responder fight itself). The seeds
+// under testdata/fuzz/FuzzDecide cover the claim paths: gratuitous ARP,
+// replies and NAs from another MAC, and solicitations sent from an owned
+// address.
 func FuzzDecide(f *testing.F) {
 	seeds := [][]byte{
 		arpRequest(peerMAC, peerIP, vip4),
@@ -18,6 +24,10 @@ func FuzzDecide(f *testing.F) {
 		nsFrame{src: netip.IPv6Unspecified(), target: vip6, noSourceLLA: true}.bytes(),
 		unsolicitedNA(peerMAC, vip6),
 		withTarget(nsFrame{src: peerIP6, target: vip6}.bytes(), netip.MustParseAddr("ff02::1")),
+		gratuitousARP(peerMAC, vip4)[0],
+		arpRequest(peerMAC, vip4, peerIP),
+		nsFrame{src: vip6, target: other6}.bytes(),
+		unsolicitedNA(ourMAC, vip6),
 		{},
 		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1},
 	}
@@ -25,7 +35,20 @@ func FuzzDecide(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if v, reply := decideARP(frame, ourMAC, ownedSet); v == verdictAnswer {
+		checkClaim := func(family string, v verdict, c claim) {
+			if v != verdictConflict {
+				if c != (claim{}) {
+					t.Fatalf("%s: verdict %v with a claim %s", family, v, summarizeClaim(c))
+				}
+				return
+			}
+			if mac := net.HardwareAddr(c.mac[:]); !ownedSet.has(c.ip) || !isUnicastMAC(mac) || sameMAC(mac, ourMAC) {
+				t.Fatalf("%s: bad claim %s", family, summarizeClaim(c))
+			}
+		}
+		v, reply, c := decideARP(frame, ourMAC, ownedSet)
+		checkClaim("ARP", v, c)
+		if v == verdictAnswer {
 			s := summarizeARP(reply)
 			if s.Op != 2 || s.SenderMAC != ourMAC.String() || !ownedSet.has(netip.MustParseAddr(s.SenderIP)) {
 				t.Fatalf("bad ARP answer %+v", s)
@@ -33,7 +56,9 @@ func FuzzDecide(f *testing.F) {
 		} else if reply != nil {
 			t.Fatalf("verdict %v with a reply", v)
 		}
-		if v, reply := decideNDP(frame, ourMAC, ownedSet); v == verdictAnswer {
+		v, reply, c = decideNDP(frame, ourMAC, ownedSet)
+		checkClaim("NDP", v, c)
+		if v == verdictAnswer {
 			s := summarizeNA(reply)
 			if !s.ChecksumOK || s.HopLimit != 255 || !s.Override || s.TargetLLA != ourMAC.String() ||
 				!ownedSet.has(netip.MustParseAddr(s.Target)) {

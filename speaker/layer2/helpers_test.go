@@ -187,3 +187,11 @@ func summarizeNA(frame []byte) *naSummary {
 	}
 	return s
 }
+
+// summarizeClaim is the readable form of a claim: "" when there is none.
+func summarizeClaim(c claim) string {
+	if c == (claim{}) {
+		return ""
+	}
+	return c.ip.String() + " " + net.HardwareAddr(c.mac[:]).String()
+}

@@ -12,90 +12,110 @@ import (
 // read from the interface with MAC mac. It answers Neighbor Solicitations
 // (RFC 4861 section 7.2.4) for owned targets, whether they arrived on the
 // solicited-node multicast group or as unicast neighbour-unreachability
-// probes, and returns the Neighbor Advertisement frame to send.
+// probes, and returns the Neighbor Advertisement frame to send. It reports
+// as verdictConflict, with the claim, a Neighbor Advertisement for an owned
+// target carrying another MAC, and a solicitation sent from an owned
+// address with another MAC as its source link-layer address: receivers
+// store either binding (RFC 4861 7.2.3 and 7.2.5).
 //
 // The responder reads raw frames instead of using an ICMPv6 socket because
 // a unicast NS is addressed to the VIP itself, which is not configured on
 // any interface: the kernel would drop it before an ICMPv6 socket saw it,
 // and a client whose unicast probes go unanswered drops its cache entry and
 // loses traffic until it solicits again by multicast.
-func decideNDP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []byte) {
+func decideNDP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []byte, claim) {
 	_, ethSrc, et, pkt, ok := ethHeader(frame)
 	if !ok {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if et != etherTypeIPv6 {
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 	if sameMAC(ethSrc, mac) {
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 
 	if len(pkt) < ipv6HeaderLen || pkt[0]>>4 != 6 {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	plen := int(binary.BigEndian.Uint16(pkt[4:6]))
 	if ipv6HeaderLen+plen > len(pkt) {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if pkt[6] != protoICMPv6 {
 		// NS never carries extension headers in practice; anything else is
 		// other IPv6 traffic the socket filter let through.
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 	src := netip.AddrFrom16([16]byte(pkt[8:24]))
 	dst := netip.AddrFrom16([16]byte(pkt[24:40]))
 	if src.IsMulticast() {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	// Trim Ethernet padding: the IPv6 payload length is authoritative.
 	msg := pkt[ipv6HeaderLen : ipv6HeaderLen+plen]
 
 	if len(msg) < 4 {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
-	if msg[0] != icmpTypeNS {
-		return verdictIgnored, nil
+	if msg[0] != icmpTypeNS && msg[0] != icmpTypeNA {
+		return verdictIgnored, nil, claim{}
 	}
-	// RFC 4861 7.1.1: hop limit 255 proves the sender is on-link, code 0,
-	// and the message holds at least the 16-byte target.
+	// RFC 4861 7.1.1 and 7.1.2: hop limit 255 proves the sender is on-link,
+	// code 0, and the message holds at least the 16-byte target. Receivers
+	// drop anything else, so it could not claim an address either.
 	if pkt[7] != ndpHopLimit || msg[1] != 0 || len(msg) < 24 {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	target := netip.AddrFrom16([16]byte(msg[8:24]))
 	if target.IsMulticast() || target.Is4In6() {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
+	}
+	if msg[0] == icmpTypeNA {
+		return decideNA(mac, owned, src, dst, target, msg)
 	}
 	// Most solicitations on a LAN are for other hosts. Rejecting them on the
 	// raw target, before the checksum and option parsing (which allocate),
 	// keeps the common case cheap; the price is that a corrupt NS for an
 	// address we do not own counts as a request, not as malformed.
-	if !owned.has(target) {
-		return verdictRequest, nil
+	fromOwned := owned.has(src)
+	if !owned.has(target) && !fromOwned {
+		return verdictRequest, nil, claim{}
 	}
 	if !validICMPv6Checksum(src, dst, msg) {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	m, err := ndp.ParseMessage(msg)
 	if err != nil {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	ns, ok := m.(*ndp.NeighborSolicitation)
 	if !ok || ns.TargetAddress != target {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
+	}
+	if fromOwned {
+		// A host using an owned address as its source: its source
+		// link-layer address is what the receiver stores for that address.
+		// Not answered, as for ARP; the defence announcements reply.
+		if lla := linkLayerAddr(ns.Options, ndp.Source); isUnicastMAC(lla) && !sameMAC(lla, mac) {
+			return verdictConflict, nil, claim{ip: src, mac: [6]byte(lla)}
+		}
+		if !owned.has(target) {
+			return verdictRequest, nil, claim{}
+		}
 	}
 	snm, err := ndp.SolicitedNodeMulticast(target)
 	if err != nil {
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	dad := src.IsUnspecified()
-	if dad && (dst != snm || hasSourceLLA(ns.Options)) {
+	if dad && (dst != snm || linkLayerAddr(ns.Options, ndp.Source) != nil) {
 		// RFC 4861 7.1.1: a DAD probe goes to the solicited-node group and
 		// carries no source link-layer address.
-		return verdictMalformed, nil
+		return verdictMalformed, nil, claim{}
 	}
 	if dst != snm && dst != target {
-		return verdictIgnored, nil
+		return verdictIgnored, nil, claim{}
 	}
 
 	na := &ndp.NeighborAdvertisement{
@@ -106,13 +126,42 @@ func decideNDP(frame []byte, mac net.HardwareAddr, owned addrSet) (verdict, []by
 	if dad {
 		// RFC 4861 7.2.4: someone probing our address gets told, on
 		// all-nodes and unsolicited, that it is taken.
-		return verdictAnswer, marshalNA(na, mac, allNodesMAC, allNodes)
+		return verdictAnswer, marshalNA(na, mac, allNodesMAC, allNodes), claim{}
 	}
 	if !isUnicastMAC(ethSrc) {
-		return verdictRequest, nil
+		return verdictRequest, nil, claim{}
 	}
 	na.Solicited = true
-	return verdictAnswer, marshalNA(na, mac, ethSrc, src)
+	return verdictAnswer, marshalNA(na, mac, ethSrc, src), claim{}
+}
+
+// decideNA is decideNDP for a Neighbor Advertisement whose fixed fields
+// have been checked: it is a conflict when the target is owned and the
+// advertisement binds it to another unicast MAC. An NA without a target
+// link-layer address only confirms an existing entry (RFC 4861 7.2.5), so
+// it moves no neighbour and is ignored.
+func decideNA(mac net.HardwareAddr, owned addrSet, src, dst, target netip.Addr, msg []byte) (verdict, []byte, claim) {
+	// NAs for other hosts' addresses are dropped on the raw target, before
+	// the checksum and parsing, as solicitations are.
+	if !owned.has(target) {
+		return verdictIgnored, nil, claim{}
+	}
+	if !validICMPv6Checksum(src, dst, msg) {
+		return verdictMalformed, nil, claim{}
+	}
+	m, err := ndp.ParseMessage(msg)
+	if err != nil {
+		return verdictMalformed, nil, claim{}
+	}
+	na, ok := m.(*ndp.NeighborAdvertisement)
+	if !ok || na.TargetAddress != target {
+		return verdictMalformed, nil, claim{}
+	}
+	lla := linkLayerAddr(na.Options, ndp.Target)
+	if !isUnicastMAC(lla) || sameMAC(lla, mac) {
+		return verdictIgnored, nil, claim{}
+	}
+	return verdictConflict, nil, claim{ip: target, mac: [6]byte(lla)}
 }
 
 // unsolicitedNA returns the announcement sent when ip is gained: Override set
@@ -149,13 +198,16 @@ func marshalNA(na *ndp.NeighborAdvertisement, mac, ethDst net.HardwareAddr, dst 
 	return append(b, body...)
 }
 
-func hasSourceLLA(opts []ndp.Option) bool {
+// linkLayerAddr returns the first link-layer address option of direction
+// d, or nil. Its length is whatever the sender wrote: callers check it
+// (isUnicastMAC) before using it as a MAC.
+func linkLayerAddr(opts []ndp.Option, d ndp.Direction) net.HardwareAddr {
 	for _, o := range opts {
-		if l, ok := o.(*ndp.LinkLayerAddress); ok && l.Direction == ndp.Source {
-			return true
+		if l, ok := o.(*ndp.LinkLayerAddress); ok && l.Direction == d {
+			return l.Addr
 		}
 	}
-	return false
+	return nil
 }
 
 // validICMPv6Checksum verifies the ICMPv6 checksum over the IPv6

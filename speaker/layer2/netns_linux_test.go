@@ -242,6 +242,13 @@ type rig struct {
 
 func newRig(t *testing.T, schedule []time.Duration) *rig {
 	t.Helper()
+	return newRigWith(t, Options{Schedule: schedule})
+}
+
+// newRigWith is newRig with more of the announcer's options; Dial is set
+// here.
+func newRigWith(t *testing.T, opts Options) *rig {
+	t.Helper()
 	l := newLab(t)
 	r := &rig{lab: l}
 
@@ -270,16 +277,14 @@ func newRig(t *testing.T, schedule []time.Duration) *rig {
 	r.nodeIfi = ifis[0]
 
 	ctx, cancel := context.WithCancel(context.Background())
-	r.a = New(ctx, Options{
-		Schedule: schedule,
-		Dial: func(ifi *net.Interface) (c Conns, err error) {
-			err = inNetns(l.node, func() error {
-				c, err = Dial(ifi)
-				return err
-			})
-			return c, err
-		},
-	})
+	opts.Dial = func(ifi *net.Interface) (c Conns, err error) {
+		err = inNetns(l.node, func() error {
+			c, err = Dial(ifi)
+			return err
+		})
+		return c, err
+	}
+	r.a = New(ctx, opts)
 	// Stop the responder before the namespaces go (cleanups run last-in
 	// first-out, so this runs before newLab's).
 	t.Cleanup(func() {

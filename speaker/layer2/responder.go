@@ -20,6 +20,12 @@ import (
 // that a persistent error cannot spin a core.
 const readErrorBackoff = 100 * time.Millisecond
 
+// claimQueue is how many claims a responder's read loops may hand to its
+// defence goroutine before further ones are dropped (still counted in
+// Stats). The defence is rate-limited per address anyway, so under a flood
+// the dropped claims change nothing on the wire.
+const claimQueue = 64
+
 // responder answers ARP and NDP on one interface.
 //
 // The read loops only load owned (an atomic pointer to an immutable set);
@@ -31,18 +37,25 @@ type responder struct {
 	log      logr.Logger
 	stats    *counters
 	schedule []time.Duration
+	defence  defence
+
+	// claims carries conflicts from the read loops to defendLoop.
+	claims chan claim
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	owned atomic.Pointer[addrSet]
+	// watched are addresses not announced here whose claimants are still
+	// reported (Announcer.SetWatched); never nil once started.
+	watched atomic.Pointer[addrSet]
 
 	bursts map[netip.Addr]context.CancelFunc
 	groups map[netip.Addr]int // solicited-node group -> owned addresses in it
 }
 
-func newResponder(parent context.Context, ifi net.Interface, conns Conns, log logr.Logger, stats *counters, schedule []time.Duration) *responder {
+func newResponder(parent context.Context, ifi net.Interface, conns Conns, log logr.Logger, stats *counters, schedule []time.Duration, def defence) *responder {
 	ctx, cancel := context.WithCancel(parent)
 	r := &responder{
 		ifi:      ifi,
@@ -50,6 +63,8 @@ func newResponder(parent context.Context, ifi net.Interface, conns Conns, log lo
 		log:      log.WithValues("interface", ifi.Name),
 		stats:    stats,
 		schedule: schedule,
+		defence:  def,
+		claims:   make(chan claim, claimQueue),
 		ctx:      ctx,
 		cancel:   cancel,
 		bursts:   map[netip.Addr]context.CancelFunc{},
@@ -57,6 +72,7 @@ func newResponder(parent context.Context, ifi net.Interface, conns Conns, log lo
 	}
 	empty := addrSet{}
 	r.owned.Store(&empty)
+	r.watched.Store(&empty)
 	return r
 }
 
@@ -71,6 +87,11 @@ func (r *responder) start() {
 		if err := r.conns.Close(); err != nil {
 			r.log.Error(err, "Closing sockets")
 		}
+	}()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.defendLoop()
 	}()
 	if r.conns.ARP != nil {
 		r.wg.Add(1)
@@ -95,7 +116,7 @@ func (r *responder) stop() {
 	r.wg.Wait()
 }
 
-func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.HardwareAddr, addrSet) (verdict, []byte), c *familyCounters) {
+func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.HardwareAddr, addrSet) (verdict, []byte, claim), c *familyCounters) {
 	buf := make([]byte, maxFrameLength)
 	for {
 		n, _, err := conn.ReadFrom(buf)
@@ -115,13 +136,31 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 			}
 			continue
 		}
-		v, reply := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())
+		v, reply, cl := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())
+		if w := *r.watched.Load(); len(w) > 0 && v != verdictConflict && v != verdictAnswer && v != verdictMalformed {
+			// Decided again only while something is watched, which is
+			// rare; the reply such a decision may build is never sent.
+			if v2, _, cl2 := decide(buf[:n], r.ifi.HardwareAddr, w); v2 == verdictConflict {
+				v, cl = v2, cl2
+			}
+		}
+		if v == verdictConflict && r.defence.sibling(cl.mac) {
+			v = verdictIgnored // another interface of this node announcing
+		}
 		c.count(v)
-		if v == verdictAnswer {
+		switch v {
+		case verdictAnswer:
 			if r.send(conn, reply) {
 				c.replies.Add(1)
 			} else {
 				c.sendErrors.Add(1)
+			}
+		case verdictConflict:
+			// Handed off so that reporting and the defence's timers never
+			// delay the replies this loop sends.
+			select {
+			case r.claims <- cl:
+			default:
 			}
 		}
 	}

@@ -7,7 +7,8 @@ import "sync/atomic"
 // Prometheus counters in the speaker.
 type FamilyStats struct {
 	// Requests is the number of well-formed ARP requests or Neighbor
-	// Solicitations received, answered or not.
+	// Solicitations received, answered or not, apart from those counted
+	// in Conflicts.
 	Requests uint64
 	// Replies is the number of ARP replies or solicited Neighbor
 	// Advertisements sent.
@@ -24,6 +25,12 @@ type FamilyStats struct {
 	// SendErrors is the number of replies or announcements the socket
 	// refused to send.
 	SendErrors uint64
+	// Conflicts is the number of frames in which another MAC claimed an
+	// owned address (see Conflict).
+	Conflicts uint64
+	// Defences is the number of announcement frames sent to reclaim an
+	// address from such a claim (two per round for ARP, one for NDP).
+	Defences uint64
 }
 
 // Stats is a snapshot of the counters of every responder an Announcer has
@@ -37,7 +44,7 @@ type Stats struct {
 // responder of an Announcer shares one set, so that closing a responder never
 // makes a counter go backwards.
 type familyCounters struct {
-	requests, replies, gratuitous, malformed, ignored, sendErrors atomic.Uint64
+	requests, replies, gratuitous, malformed, ignored, sendErrors, conflicts, defences atomic.Uint64
 }
 
 func (c *familyCounters) snapshot() FamilyStats {
@@ -48,6 +55,8 @@ func (c *familyCounters) snapshot() FamilyStats {
 		Malformed:  c.malformed.Load(),
 		Ignored:    c.ignored.Load(),
 		SendErrors: c.sendErrors.Load(),
+		Conflicts:  c.conflicts.Load(),
+		Defences:   c.defences.Load(),
 	}
 }
 
@@ -60,6 +69,8 @@ func (c *familyCounters) count(v verdict) {
 		c.ignored.Add(1)
 	case verdictRequest, verdictAnswer:
 		c.requests.Add(1)
+	case verdictConflict:
+		c.conflicts.Add(1)
 	}
 }
 

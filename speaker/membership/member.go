@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"net"
 	"sync"
 	"time"
 
@@ -134,4 +135,16 @@ func (m *Member) Leave(timeout time.Duration) error {
 // Shutdown stops the current group, if any.
 func (m *Member) Shutdown() {
 	m.Isolate()
+}
+
+// SetMACs publishes this node's interface MACs anew (its interfaces
+// changed) and keeps them for the groups started after a reconnect.
+func (m *Member) SetMACs(macs []net.HardwareAddr, timeout time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.MACs = cloneMACs(macs)
+	if m.g == nil {
+		return nil
+	}
+	return m.g.SetMACs(macs, timeout)
 }

@@ -92,6 +92,15 @@ type Config struct {
 	// can cut a member off the network. When set, BindAddr and BindPort
 	// are not used for listening.
 	Transport memberlist.Transport
+
+	// MACs are the hardware addresses of the interfaces this member
+	// announces on, published in its memberlist metadata (up to 85 of
+	// them fit).
+	MACs []net.HardwareAddr
+
+	// Directory, when set, learns the MACs every member publishes,
+	// including this one. May be nil.
+	Directory *Directory
 }
 
 // Group is this member's handle on the speaker cluster.
@@ -106,6 +115,8 @@ type Group struct {
 	peers    []string
 	log      logr.Logger
 	onChange func([]string)
+	dir      *Directory
+	meta     *delegate
 
 	// changed is a one-slot doorbell rung by memberlist's event callbacks.
 	// Those run with memberlist's node lock held, so they must neither
@@ -160,6 +171,7 @@ func New(cfg Config) (*Group, error) {
 		peers:    slices.Clone(cfg.Peers),
 		log:      cfg.Logger.WithValues("member", cfg.Name),
 		onChange: cfg.OnChange,
+		dir:      cfg.Directory,
 		changed:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		addrs:    make(map[string]string),
@@ -178,6 +190,8 @@ func New(cfg Config) (*Group, error) {
 	mc.Logger = NewStdLogger(g.log)
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
+	g.meta = newDelegate(cfg.MACs)
+	mc.Delegate = g.meta
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -207,6 +221,21 @@ func (g *Group) Members() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// SetMACs replaces the MACs this member publishes (Config.MACs), for a
+// speaker whose interfaces changed, and gossips the new metadata to the
+// others, waiting up to timeout for that to start.
+func (g *Group) SetMACs(macs []net.HardwareAddr, timeout time.Duration) error {
+	c := cloneMACs(macs)
+	g.meta.macs.Store(&c)
+	if g.isShutdown() {
+		return ErrShutdown
+	}
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("membership: publishing new MACs: %w", err)
+	}
+	return nil
 }
 
 // HealthScore is memberlist's self-awareness score: 0 when this member
@@ -513,6 +542,7 @@ func (g *Group) remember(n *memberlist.Node) {
 	g.mu.Lock()
 	g.addrs[n.Name] = n.Address()
 	g.mu.Unlock()
+	g.dir.learn(n.Name, n.Meta)
 }
 
 // merges lets Rejoin see the remote member list of a join's push/pull,

@@ -312,8 +312,15 @@ type Probe struct {
 // it is stopped when the test ends.
 func (e *Env) StartProbe(t testing.TB, args ...string) *Probe {
 	t.Helper()
+	return e.StartProbeIn(t, "client", args...)
+}
+
+// StartProbeIn is StartProbe in another of the environment's namespaces
+// (a role its script's `exec` knows, e.g. "cp" or a node).
+func (e *Env) StartProbeIn(t testing.TB, role string, args ...string) *Probe {
+	t.Helper()
 	p := &Probe{stop: filepath.Join(t.TempDir(), "stop"), done: make(chan struct{})}
-	full := append([]string{e.Script, "exec", "client", e.Probe}, args...)
+	full := append([]string{e.Script, "exec", role, e.Probe}, args...)
 	full = append(full, "--until-file", p.stop)
 	p.cmd = e.Command("bash", full...)
 	p.cmd.Stderr = &syncWriter{mu: &p.mu, w: &p.err}

@@ -31,6 +31,22 @@
 // announcing VIP unasked in that round (gratuitous ARP, unsolicited NA). A
 // single round waits --wait; --watch rounds last --interval each. --watch ends
 // with a summary line {"summary":true,...}.
+//
+//	probe garp --ip VIP [--iface eth0] [--mac MAC] [--count 1] [--interval 100ms]
+//
+// claims VIP for MAC (default: the interface's own) the way a misconfigured
+// host or an intruder would: a gratuitous ARP request (IPv4) or an
+// unsolicited Neighbor Advertisement with Override set (IPv6), sent --count
+// times --interval apart from a raw socket, with MAC as the Ethernet source
+// too. One JSON line per frame: {"n":0,"unix_ms":...}. Only for the lab's
+// namespaces (hack/lab.sh exec), like everything here.
+//
+//	probe neigh --ip IP [--iface eth0] [--duration D] [--until-file F]
+//
+// watches this namespace's neighbour entry for IP (ip monitor) and prints
+// one JSON line with the entry at the start and one per change:
+// {"unix_ms":...,"mac":"02:00:c6:33:64:0b","state":"REACHABLE"}; mac is
+// empty when the entry has no link-layer address.
 package main
 
 import (
@@ -68,6 +84,10 @@ func main() {
 		err = runHTTP(os.Args[2:])
 	case "arp", "ndp":
 		err = runARP(os.Args[2:])
+	case "garp":
+		err = runGARP(os.Args[2:])
+	case "neigh":
+		err = runNeigh(os.Args[2:])
 	default:
 		usage()
 	}
@@ -80,6 +100,8 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: probe http --url URL [--interval 20ms] [--timeout 100ms] [--duration D] [--until-file F]")
 	fmt.Fprintln(os.Stderr, "       probe arp --ip IP [--iface eth0] [--wait 200ms] [--watch --interval 20ms --duration D] [--until-file F]")
+	fmt.Fprintln(os.Stderr, "       probe garp --ip IP [--iface eth0] [--mac MAC] [--count 1] [--interval 100ms]")
+	fmt.Fprintln(os.Stderr, "       probe neigh --ip IP [--iface eth0] [--duration D] [--until-file F]")
 	os.Exit(2)
 }
 

@@ -122,14 +122,24 @@ func run(args []string) int {
 		logger.Error(err, "No interface to answer ARP/NDP on", "allowList", *ifaces)
 		return 1
 	}
-	names := ifaceNames(ifis)
+	names, macs := ifaceNames(ifis), ifaceMACs(ifis)
 
 	// The announcer and the speaker outlive the signal: on SIGTERM this
 	// node leaves memberlist first, so a successor announces while this
 	// node still answers, and only then stops.
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
-	ann := layer2.New(runCtx, layer2.Options{})
+	// Claims by other MACs on an address this node announces are defended
+	// by the announcer itself; the speaker reports them (Event, metric) and
+	// settles a split brain with another speaker, whose MACs the directory
+	// learns from memberlist metadata. Claims heard before the speaker runs
+	// are defended but not reported: no Service is known yet.
+	dir := membership.NewDirectory()
+	ann := layer2.New(runCtx, layer2.Options{OnConflict: func(c layer2.Conflict) {
+		if sp := running.Load(); sp != nil {
+			sp.DuplicateAnnouncer(runCtx, c.Addr, c.MAC)
+		}
+	}, Peer: func(mac net.HardwareAddr) bool { return dir.NodeOf(mac) != "" }})
 	if err := ann.SetInterfaces(ifis); err != nil {
 		logger.Error(err, "Cannot open ARP/NDP sockets (the speaker needs CAP_NET_RAW)", "interfaces", names)
 		return 1
@@ -138,11 +148,12 @@ func run(args []string) int {
 	registerLayer2(metrics.Registry, ann)
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
-		LocalServing: proxyServes(self),
+		LocalServing: proxyServes(self), MACOwner: dir.NodeOf,
 	})
 	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
 		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
+		MACs: macs, Directory: dir,
 	}
 	member, err := membership.NewMember(mcfg)
 	if err != nil {
@@ -183,6 +194,11 @@ func run(args []string) int {
 				}
 				ifis, names = now, n
 				watched = linkwatch.Reaching(ifis, self)
+				// The others tell this node's MACs from a foreign host's
+				// by what it publishes.
+				if err := member.SetMACs(ifaceMACs(ifis), time.Second); err != nil {
+					logger.Error(err, "Cannot publish the new interface MACs to the other speakers")
+				}
 			}
 			return watched
 		},
@@ -273,6 +289,11 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 	}
 }
 
+// SetWatched and Reannounce let the speaker settle a split brain with
+// another speaker without flapping.
+func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
+func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
+
 // addresses picks this speaker's memberlist address and its peers.
 func addresses(ctx context.Context, client kubernetes.Interface, node, bind, peers string, port int) (string, []string, error) {
 	var nodeIPs map[string]string
@@ -326,6 +347,14 @@ func internalIPs(ctx context.Context, client kubernetes.Interface) (map[string]s
 	}
 }
 
+func ifaceMACs(ifis []net.Interface) []net.HardwareAddr {
+	out := make([]net.HardwareAddr, len(ifis))
+	for i, ifi := range ifis {
+		out[i] = ifi.HardwareAddr
+	}
+	return out
+}
+
 func ifaceNames(ifis []net.Interface) []string {
 	out := make([]string, len(ifis))
 	for i, ifi := range ifis {
@@ -364,6 +393,8 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 		{"gratuitous_total", "Gratuitous ARP / unsolicited NA frames sent on gaining an address.", func(s layer2.FamilyStats) uint64 { return s.Gratuitous }},
 		{"malformed_total", "Frames dropped as malformed.", func(s layer2.FamilyStats) uint64 { return s.Malformed }},
 		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
+		{"conflicts_total", "Frames in which another MAC claimed an address this node announces.", func(s layer2.FamilyStats) uint64 { return s.Conflicts }},
+		{"defences_total", "Gratuitous ARP / unsolicited NA frames sent to reclaim an address from such a claim.", func(s layer2.FamilyStats) uint64 { return s.Defences }},
 	}
 	for _, f := range fields {
 		for _, fam := range []string{"arp", "ndp"} {
