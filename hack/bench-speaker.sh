@@ -79,39 +79,13 @@ if ((!USE_RUNNING)); then
 fi
 SUFFIX=$(sed -n 's/^suffix=//p' "$STATE" | tail -n 1)
 
+# shellcheck source=hack/lib/vips.sh
+source "$ROOT/hack/lib/vips.sh"
 speaker_pid() { sed -n "s/^pid_speaker-$1=//p" "$STATE" | tail -n 1; }
-owned_total() {
-	local n t=0 v
-	for n in n1 n2 n3; do
-		v=$(bash "$ROOT/hack/lab.sh" exec client curl -s --max-time 3 "http://198.51.100.1${n#n}:7474/metrics" |
-			awk '$1 == "ironlb_speaker_owned_addresses" { printf "%d", $2 }')
-		t=$((t + ${v:-0}))
-	done
-	echo "$t"
-}
-# services FROM TO: Services vip-FROM … vip-(TO-1), the first 150 of all
-# IPv4 (the lab's IPv4 pool is small), the rest IPv6.
-services() {
-	python3 - "$NS" "$1" "$2" <<'PY'
-import sys
-ns, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for i in range(lo, hi):
-    fam = "IPv4" if i < 150 else "IPv6"
-    print(f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: vip-{i:04d}, namespace: {ns}}}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: SingleStack
-  ipFamilies: [{fam}]
-  ports: [{{name: http, port: 80, protocol: TCP}}]""")
-PY
-}
 wait_owned() { # WANT
 	local i owned=0
 	for ((i = 0; i < 300; i++)); do
-		owned=$(owned_total)
+		owned=$(vips_owned_total)
 		((owned >= $1)) && return 0
 		sleep 1
 	done
@@ -143,9 +117,9 @@ measure() {
 	log "vips=$1 per speaker: $per"
 }
 
-before=$(owned_total)
+before=$(vips_owned_total)
 kc create namespace "$NS" >/dev/null
-services 0 1 | kc create -f - >/dev/null
+vips_services "$NS" 0 1 | kc create -f - >/dev/null
 wait_owned $((before + 1))
 sleep 5
 log "1 address announced; sampling for $IDLE s"
@@ -153,24 +127,9 @@ measure 1
 
 POOL_BACKUP=$(mktemp /tmp/ironlb-bench-speaker-pool.XXXXXX)
 kc -n ironlb-system get configmap config -o yaml >"$POOL_BACKUP"
-kc apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  namespace: ironlb-system
-  name: config
-data:
-  config: |
-    address-pools:
-    - name: default
-      protocol: layer2
-      addresses:
-      - 198.51.100.100-198.51.100.254
-      - 2001:db8:100::100-2001:db8:100::110
-      - 2001:db8:100::1000-2001:db8:100::1fff
-YAML
+vips_widen_pool
 t0=$SECONDS
-services 1 "$VIPS" | kc create -f - >/dev/null
+vips_services "$NS" 1 "$VIPS" | kc create -f - >/dev/null
 wait_owned $((before + VIPS))
 log "$VIPS addresses announced after $((SECONDS - t0)) s; sampling for $IDLE s"
 sleep 5

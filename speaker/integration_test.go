@@ -283,4 +283,44 @@ func TestElectionAcrossSpeakers(t *testing.T) {
 	if moved == 0 {
 		t.Error("n1 owned nothing: the test proves nothing about failover")
 	}
+
+	// One failover sample per survivor that took something over, however
+	// many addresses it took; none from the initial assignment.
+	takers := map[string]bool{}
+	for _, ip := range ips[:19] {
+		a := netip.MustParseAddr(ip)
+		if before[a][0] == n1 {
+			takers[after[a][0]] = true
+		}
+	}
+	for _, n := range []string{n1, n2, n3} {
+		count, sum := failoverSamples(t, c.speakers[n])
+		want := uint64(0)
+		if takers[n] {
+			want = 1
+		}
+		if count != want {
+			t.Errorf("%s: ironlb_failover_seconds has %d samples, want %d", n, count, want)
+		}
+		if count > 0 && (sum <= 0 || sum > 10) {
+			t.Errorf("%s: failover took %v s by the histogram", n, sum)
+		}
+	}
+}
+
+// failoverSamples reads the speaker's failover histogram.
+func failoverSamples(t *testing.T, s *Speaker) (uint64, float64) {
+	t.Helper()
+	mfs, err := s.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "ironlb_failover_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatal("no ironlb_failover_seconds metric")
+	return 0, 0
 }

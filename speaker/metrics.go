@@ -9,6 +9,10 @@ type Metrics struct {
 	owned    prometheus.Gauge
 	members  prometheus.Gauge
 	failover prometheus.Gauge
+	// failovers has one sample per takeover: the time from this node
+	// learning that a member is gone to its first announcement of an
+	// address that member held.
+	failovers prometheus.Histogram
 	// duplicates counts claims by other MACs on addresses this node
 	// announces. Labelled by address only: the MACs are attacker-chosen,
 	// and a label per MAC would let one host grow the series without
@@ -25,11 +29,16 @@ func NewMetrics() *Metrics {
 		members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_members",
 			Help: "Live speakers in the memberlist cluster, this one included."}),
 		failover: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_last_failover_seconds",
-			Help: "Time from the last membership or link change to this node taking over an address."}),
+			Help: "Time from the last membership or link change to this node taking over an address from a member that is gone."}),
+		failovers: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ironlb_failover_seconds",
+			Help: "Time from this node learning that a member is gone to its first announcement of an address that member held; one sample per takeover.",
+			// Detection is not in here (memberlist's part, about 0.5 s);
+			// this is the speaker's own reaction, normally milliseconds.
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_duplicate_announcer_total",
 			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
 	}
-	m.Registry.MustRegister(m.owned, m.members, m.failover, m.duplicates,
+	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

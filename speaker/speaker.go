@@ -306,6 +306,7 @@ func (s *Speaker) sync(ctx context.Context) {
 		s.retryIn(time.Until(next))
 	}
 
+	tookOver := false
 	for ip, owner := range owners {
 		prev, had := s.owners[ip]
 		if had && prev == owner {
@@ -322,13 +323,19 @@ func (s *Speaker) sync(ctx context.Context) {
 		}
 		if owner == s.opts.NodeName && !isolated {
 			logger.Info("Announcing address", "ip", ip, "previousOwner", prev)
-			if !changed.IsZero() {
-				s.metrics.failover.Set(time.Since(changed).Seconds())
+			if had && prev != "" && !slices.Contains(members, prev) {
+				tookOver = true
 			}
 			for _, svc := range users[ip] {
 				s.recorder.Eventf(svc, corev1.EventTypeNormal, api.EventNodeAssigned, "announcing from node %q with protocol %q", s.opts.NodeName, api.ProtocolLayer2)
 			}
 		}
+	}
+	if tookOver && !changed.IsZero() {
+		// Once per takeover, however many addresses moved.
+		d := time.Since(changed).Seconds()
+		s.metrics.failover.Set(d)
+		s.metrics.failovers.Observe(d)
 	}
 	s.owners = owners
 }

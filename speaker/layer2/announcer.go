@@ -34,8 +34,22 @@ func DefaultSchedule() []time.Duration {
 	}
 }
 
+// DefaultRefresh is how often an owned address is announced again after
+// its initial burst, give or take 10 %. Switches forget a MAC's port after
+// their ageing time (300 s by default on most) while clients keep their
+// ARP entries much longer; without traffic from this node in between, a
+// switch would flood or, worse, black-hole frames for the address. A
+// minute stays well inside common ageing times.
+const DefaultRefresh = time.Minute
+
 // Options configure an Announcer. The zero value is ready for production.
 type Options struct {
+	// Refresh is how often each owned address is announced again once its
+	// initial burst is over (each address on its own jittered clock, sent
+	// in at most one batch per second per interface). Zero means
+	// DefaultRefresh; negative turns refreshing off.
+	Refresh time.Duration
+
 	// Schedule lists the offsets after gaining an address at which
 	// gratuitous ARP / unsolicited NA rounds are sent. Nil means
 	// DefaultSchedule(); an empty, non-nil slice sends none. Negative
@@ -84,6 +98,7 @@ type Announcer struct {
 	log      logr.Logger
 	dial     func(*net.Interface) (Conns, error)
 	schedule []time.Duration
+	refresh  time.Duration // <= 0: off
 	defence  defence
 	stats    counters
 
@@ -122,11 +137,16 @@ func New(ctx context.Context, opts Options) *Announcer {
 	if def.interval <= 0 {
 		def.interval = DefaultDefendInterval
 	}
+	refresh := opts.Refresh
+	if refresh == 0 {
+		refresh = DefaultRefresh
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	a := &Announcer{
 		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
 		dial:       dial,
 		schedule:   schedule,
+		refresh:    refresh,
 		ctx:        ctx,
 		cancel:     cancel,
 		responders: map[string]*responder{},
@@ -193,6 +213,7 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 			continue
 		}
 		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
+		r.refresh = a.refresh
 		if a.watched != nil {
 			w := a.watched
 			r.watched.Store(&w)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -562,5 +563,87 @@ func TestAnnouncerConcurrent(t *testing.T) {
 	wg.Wait()
 	if s := a.Stats(); s.ARP.Requests == 0 || s.NDP.Replies == 0 {
 		t.Errorf("no traffic handled: %+v", s)
+	}
+}
+
+func TestAnnouncerRefresh(t *testing.T) {
+	fn := &fakeNet{}
+	const refresh = 150 * time.Millisecond
+	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: refresh})
+	t.Cleanup(func() { a.Close() })
+	if err := a.SetInterfaces([]net.Interface{testIface("eth0", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	mac := eth0.ifi.HardwareAddr
+	start := time.Now()
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil, vip6: nil}); err != nil {
+		t.Fatal(err)
+	}
+	// One burst round (2 ARP frames, 1 NA), then a round per refresh.
+	waitFor(t, "three refresh rounds", func() bool { return len(eth0.arp.sent()) >= 8 && len(eth0.ndp.sent()) >= 4 })
+	if d := time.Since(start); d < 3*refresh*9/10 {
+		t.Errorf("three refreshes after %v, faster than every %v - 10 %%", d, refresh)
+	}
+	var wantARP []*arpSummary
+	for _, f := range gratuitousARP(mac, vip4) {
+		wantARP = append(wantARP, summarizeARP(f))
+	}
+	for i, f := range eth0.arp.sent() {
+		got := summarizeARP(f)
+		if !slices.ContainsFunc(wantARP, func(w *arpSummary) bool { return cmp.Equal(w, got) }) {
+			t.Errorf("ARP frame %d is not a gratuitous ARP for %s: %+v", i, vip4, got)
+		}
+	}
+	for _, f := range eth0.ndp.sent() {
+		if diff := cmp.Diff(summarizeNA(unsolicitedNA(mac, vip6)), summarizeNA(f)); diff != "" {
+			t.Errorf("refresh NA (-want +got):\n%s", diff)
+		}
+	}
+	s := a.Stats()
+	if s.ARP.Gratuitous != 2 || s.NDP.Gratuitous != 1 {
+		t.Errorf("Gratuitous = %d ARP, %d NDP; want only the burst's 2, 1", s.ARP.Gratuitous, s.NDP.Gratuitous)
+	}
+	if s.ARP.Refreshes < 6 || s.NDP.Refreshes < 3 {
+		t.Errorf("Refreshes = %d ARP, %d NDP; want at least 6, 3", s.ARP.Refreshes, s.NDP.Refreshes)
+	}
+
+	// A lost address is not refreshed any more; the kept one is.
+	if err := a.SetOwned(map[netip.Addr][]string{vip6: nil}); err != nil {
+		t.Fatal(err)
+	}
+	arpAfter, ndpAfter := len(eth0.arp.sent()), len(eth0.ndp.sent())
+	time.Sleep(3 * refresh)
+	if n := len(eth0.arp.sent()); n != arpAfter {
+		t.Errorf("%d ARP frames for a lost address", n-arpAfter)
+	}
+	if n := len(eth0.ndp.sent()); n < ndpAfter+2 {
+		t.Errorf("%d NA refreshes in 3 intervals for the kept address, want at least 2", n-ndpAfter)
+	}
+}
+
+func TestAnnouncerRefreshOff(t *testing.T) {
+	fn := &fakeNet{}
+	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: -1})
+	t.Cleanup(func() { a.Close() })
+	if err := a.SetInterfaces([]net.Interface{testIface("eth0", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	waitFor(t, "the burst", func() bool { return len(eth0.arp.sent()) == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if n := len(eth0.arp.sent()); n != 2 {
+		t.Errorf("%d frames with refresh off, want the burst's 2", n)
+	}
+}
+
+func TestJitter(t *testing.T) {
+	for range 1000 {
+		if d := jitter(time.Minute); d < 54*time.Second || d > 66*time.Second {
+			t.Fatalf("jitter(1m) = %v, outside ±10 %%", d)
+		}
 	}
 }

@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironlb/ironlb/hack/netnstest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/packet"
@@ -77,26 +79,6 @@ var (
 	labClientMAC = net.HardwareAddr{0x02, 0x1b, 0, 0, 0, 0x02}
 )
 
-// requireNetns skips the test where it cannot run; under CI (CI=true) a
-// missing privilege or tool is a failure instead, so the tier cannot
-// silently vanish.
-func requireNetns(t *testing.T) {
-	t.Helper()
-	miss := t.Skipf
-	if os.Getenv("CI") == "true" {
-		miss = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		miss("network-namespace test needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		miss("network-namespace test needs iproute2: %v", err)
-	}
-	if testing.Short() {
-		t.Skip("network-namespace test skipped in -short mode")
-	}
-}
-
 // lab is two namespaces joined by a veth pair: node (where the responder
 // runs, interface va, 198.51.100.11) and client (vb, 198.51.100.2).
 type lab struct {
@@ -110,7 +92,7 @@ var labSeq struct {
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	requireNetns(t)
+	netnstest.Require(t)
 	labSeq.Lock()
 	labSeq.n++
 	n := labSeq.n

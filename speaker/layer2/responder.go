@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,10 @@ type responder struct {
 	stats    *counters
 	schedule []time.Duration
 	defence  defence
+	// refresh: see Options.Refresh; <= 0 is off. Set before start.
+	refresh time.Duration
+	// ownedChanged wakes refreshLoop when update changed the owned set.
+	ownedChanged chan struct{}
 
 	// claims carries conflicts from the read loops to defendLoop.
 	claims chan claim
@@ -58,17 +64,18 @@ type responder struct {
 func newResponder(parent context.Context, ifi net.Interface, conns Conns, log logr.Logger, stats *counters, schedule []time.Duration, def defence) *responder {
 	ctx, cancel := context.WithCancel(parent)
 	r := &responder{
-		ifi:      ifi,
-		conns:    conns,
-		log:      log.WithValues("interface", ifi.Name),
-		stats:    stats,
-		schedule: schedule,
-		defence:  def,
-		claims:   make(chan claim, claimQueue),
-		ctx:      ctx,
-		cancel:   cancel,
-		bursts:   map[netip.Addr]context.CancelFunc{},
-		groups:   map[netip.Addr]int{},
+		ifi:          ifi,
+		conns:        conns,
+		log:          log.WithValues("interface", ifi.Name),
+		stats:        stats,
+		schedule:     schedule,
+		defence:      def,
+		claims:       make(chan claim, claimQueue),
+		ownedChanged: make(chan struct{}, 1),
+		ctx:          ctx,
+		cancel:       cancel,
+		bursts:       map[netip.Addr]context.CancelFunc{},
+		groups:       map[netip.Addr]int{},
 	}
 	empty := addrSet{}
 	r.owned.Store(&empty)
@@ -93,6 +100,13 @@ func (r *responder) start() {
 		defer r.wg.Done()
 		r.defendLoop()
 	}()
+	if r.refresh > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.refreshLoop()
+		}()
+	}
 	if r.conns.ARP != nil {
 		r.wg.Add(1)
 		go func() {
@@ -198,6 +212,10 @@ func (r *responder) update(set addrSet) error {
 		}
 	}
 	r.owned.Store(&set)
+	select {
+	case r.ownedChanged <- struct{}{}:
+	default:
+	}
 	for a := range old {
 		if set.has(a) {
 			continue
@@ -318,4 +336,100 @@ func (r *responder) announce(a netip.Addr) {
 			}
 		}
 	}()
+}
+
+// refreshBatch is how far ahead refreshLoop looks when it wakes (for
+// intervals of 10 s and more): every address due within it goes out in the
+// same batch, so that many addresses cost at most one wakeup per second
+// per interface.
+const refreshBatch = time.Second
+
+// refreshLoop announces every owned address again about every r.refresh
+// (see Options.Refresh). Each address keeps its own clock, started with a
+// random phase when the address is gained, so that the frames of many
+// addresses spread over the interval instead of leaving in one burst. With
+// nothing owned it sleeps until update wakes it.
+func (r *responder) refreshLoop() {
+	due := map[netip.Addr]time.Time{}
+	// Batching may advance a refresh by at most a tenth of the interval.
+	batch := min(refreshBatch, r.refresh/10)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		set := *r.owned.Load()
+		for a := range due {
+			if !set.has(a) {
+				delete(due, a)
+			}
+		}
+		for a := range set {
+			if _, ok := due[a]; !ok {
+				// The initial burst covers the start; the first refresh
+				// comes one jittered interval later.
+				due[a] = now.Add(lastOffset(r.schedule)).Add(jitter(r.refresh))
+			}
+		}
+		var next time.Time
+		for a, at := range due {
+			if at.Before(now.Add(batch)) {
+				r.refreshOne(a)
+				at = now.Add(jitter(r.refresh))
+				due[a] = at
+			}
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.ownedChanged:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// refreshOne sends one gratuitous round for a, unless a was lost meanwhile.
+func (r *responder) refreshOne(a netip.Addr) {
+	if !r.owned.Load().has(a) || r.ctx.Err() != nil {
+		return
+	}
+	var (
+		conn   net.PacketConn
+		frames [][]byte
+		c      *familyCounters
+	)
+	switch {
+	case a.Is4() && r.conns.ARP != nil:
+		conn, frames, c = r.conns.ARP, gratuitousARP(r.ifi.HardwareAddr, a), &r.stats.arp
+	case a.Is6() && r.conns.NDP != nil:
+		conn, frames, c = r.conns.NDP, [][]byte{unsolicitedNA(r.ifi.HardwareAddr, a)}, &r.stats.ndp
+	default:
+		return
+	}
+	for _, f := range frames {
+		if r.send(conn, f) {
+			c.refreshes.Add(1)
+		} else if r.ctx.Err() == nil {
+			c.sendErrors.Add(1)
+		}
+	}
+}
+
+func lastOffset(schedule []time.Duration) time.Duration {
+	if len(schedule) == 0 {
+		return 0
+	}
+	return slices.Max(schedule)
+}
+
+// jitter spreads d by ±10 %.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
 }

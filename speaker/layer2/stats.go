@@ -16,6 +16,9 @@ type FamilyStats struct {
 	// Gratuitous is the number of announcement frames sent when an address
 	// was gained (two per round for ARP, one for NDP).
 	Gratuitous uint64
+	// Refreshes is the number of announcement frames sent again for
+	// addresses already owned (Options.Refresh).
+	Refreshes uint64
 	// Malformed is the number of frames dropped because they were not valid
 	// ARP or NDP.
 	Malformed uint64
@@ -44,7 +47,7 @@ type Stats struct {
 // responder of an Announcer shares one set, so that closing a responder never
 // makes a counter go backwards.
 type familyCounters struct {
-	requests, replies, gratuitous, malformed, ignored, sendErrors, conflicts, defences atomic.Uint64
+	requests, replies, gratuitous, refreshes, malformed, ignored, sendErrors, conflicts, defences atomic.Uint64
 }
 
 func (c *familyCounters) snapshot() FamilyStats {
@@ -52,6 +55,7 @@ func (c *familyCounters) snapshot() FamilyStats {
 		Requests:   c.requests.Load(),
 		Replies:    c.replies.Load(),
 		Gratuitous: c.gratuitous.Load(),
+		Refreshes:  c.refreshes.Load(),
 		Malformed:  c.malformed.Load(),
 		Ignored:    c.ignored.Load(),
 		SendErrors: c.sendErrors.Load(),

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -18,25 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironlb/ironlb/hack/netnstest"
+
 	"github.com/vishvananda/netns"
 )
-
-func requireNetns(t *testing.T) {
-	t.Helper()
-	miss := t.Skipf
-	if os.Getenv("CI") == "true" {
-		miss = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		miss("network-namespace test needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		miss("network-namespace test needs iproute2: %v", err)
-	}
-	if testing.Short() {
-		t.Skip("network-namespace test skipped in -short mode")
-	}
-}
 
 func ip(t *testing.T, args ...string) {
 	t.Helper()
@@ -74,7 +58,7 @@ func (s *snapshots) has(name string) (Link, bool) {
 }
 
 func TestKernelNotifications(t *testing.T) {
-	requireNetns(t)
+	netnstest.Require(t)
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	ns := "lw-" + hex.EncodeToString(b)

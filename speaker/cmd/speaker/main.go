@@ -52,6 +52,7 @@ func run(args []string) int {
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces to answer on (default: every up, non-loopback interface that can ARP and has a global unicast address, except bond and bridge members)")
 	metricsAddr := fs.String("metrics-addr", ":7474", "address for /metrics; empty disables")
 	healthAddr := fs.String("health-addr", ":7475", "address for /healthz and /readyz; empty disables")
+	refresh := fs.Duration("refresh-interval", layer2.DefaultRefresh, "announce each owned address again this often (±10 %), so switch MAC tables do not age out while clients keep their ARP entries; 0 turns it off")
 	profiling := fs.Bool("profiling", false, "also serve Go's runtime profiles under /debug/pprof/ on --metrics-addr")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -60,6 +61,10 @@ func run(args []string) int {
 		return 2
 	}
 	klogFlags.Set("v", *verbosity)
+	if *refresh < 0 {
+		fmt.Fprintf(os.Stderr, "speaker: --refresh-interval=%v: want a positive duration, or 0 to turn refreshing off\n", *refresh)
+		return 2
+	}
 	if *nodeName == "" {
 		fmt.Fprintln(os.Stderr, "speaker: --node-name is required (or set NODE_NAME from the downward API: fieldRef spec.nodeName)")
 		return 2
@@ -135,7 +140,11 @@ func run(args []string) int {
 	// learns from memberlist metadata. Claims heard before the speaker runs
 	// are defended but not reported: no Service is known yet.
 	dir := membership.NewDirectory()
-	ann := layer2.New(runCtx, layer2.Options{OnConflict: func(c layer2.Conflict) {
+	refreshOpt := *refresh
+	if refreshOpt == 0 {
+		refreshOpt = -1 // layer2: negative is off, zero the default
+	}
+	ann := layer2.New(runCtx, layer2.Options{Refresh: refreshOpt, OnConflict: func(c layer2.Conflict) {
 		if sp := running.Load(); sp != nil {
 			sp.DuplicateAnnouncer(runCtx, c.Addr, c.MAC)
 		}
@@ -391,6 +400,7 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 		{"requests_total", "ARP requests / Neighbor Solicitations received.", func(s layer2.FamilyStats) uint64 { return s.Requests }},
 		{"replies_total", "ARP replies / solicited Neighbor Advertisements sent.", func(s layer2.FamilyStats) uint64 { return s.Replies }},
 		{"gratuitous_total", "Gratuitous ARP / unsolicited NA frames sent on gaining an address.", func(s layer2.FamilyStats) uint64 { return s.Gratuitous }},
+		{"refreshes_total", "Gratuitous ARP / unsolicited NA frames sent again for addresses already owned (--refresh-interval).", func(s layer2.FamilyStats) uint64 { return s.Refreshes }},
 		{"malformed_total", "Frames dropped as malformed.", func(s layer2.FamilyStats) uint64 { return s.Malformed }},
 		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
 		{"conflicts_total", "Frames in which another MAC claimed an address this node announces.", func(s layer2.FamilyStats) uint64 { return s.Conflicts }},
