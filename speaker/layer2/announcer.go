@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +112,7 @@ type Announcer struct {
 	mu         sync.Mutex
 	closed     bool
 	responders map[string]*responder // by interface name
+	want       []string              // the names last passed to SetInterfaces
 	owned      map[netip.Addr][]string
 	watched    addrSet
 }
@@ -186,9 +188,13 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 	// Published before any responder starts, so that none takes a new
 	// sibling's first announcements for a foreign claim.
 	a.macs.Store(&macs)
+	a.want = a.want[:0]
+	for _, ifi := range ifis {
+		a.want = append(a.want, ifi.Name)
+	}
 	for name, r := range a.responders {
 		w, ok := want[name]
-		if ok && w.Index == r.ifi.Index && sameMAC(w.HardwareAddr, r.ifi.HardwareAddr) {
+		if ok && w.Index == r.ifi.Index && sameMAC(w.HardwareAddr, r.ifi.HardwareAddr) && !r.broken.Load() {
 			continue
 		}
 		r.stop()
@@ -225,6 +231,33 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		if err := r.update(setFor(a.owned, ifi.Name)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// Healthy reports, as an error naming them, the interfaces given to the
+// last SetInterfaces that have no working responder: their sockets could
+// not be opened, or one stopped working underneath. Calling SetInterfaces
+// again (with the same interfaces) opens them anew.
+func (a *Announcer) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var missing, broken []string
+	for _, name := range a.want {
+		r, ok := a.responders[name]
+		switch {
+		case !ok:
+			missing = append(missing, name)
+		case r.broken.Load():
+			broken = append(broken, name)
+		}
+	}
+	var errs []error
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("layer2: no ARP/NDP sockets on %s", strings.Join(missing, ", ")))
+	}
+	if len(broken) > 0 {
+		errs = append(errs, fmt.Errorf("layer2: ARP/NDP socket closed underneath on %s", strings.Join(broken, ", ")))
 	}
 	return errors.Join(errs...)
 }

@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/arp"
 )
 
 // fakeConn is an in-memory net.PacketConn: the test pushes inbound frames
@@ -141,11 +143,15 @@ type fakeNet struct {
 	mu     sync.Mutex
 	ifaces map[string]*fakeIface
 	dials  int
+	fail   map[string]error // dialing these interfaces fails
 }
 
 func (n *fakeNet) dial(ifi *net.Interface) (Conns, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.fail[ifi.Name]; err != nil {
+		return Conns{}, err
+	}
 	if n.ifaces == nil {
 		n.ifaces = map[string]*fakeIface{}
 	}
@@ -646,4 +652,63 @@ func TestJitter(t *testing.T) {
 			t.Fatalf("jitter(1m) = %v, outside ±10 %%", d)
 		}
 	}
+}
+
+func TestAnnouncerHealthy(t *testing.T) {
+	fn := &fakeNet{fail: map[string]error{"eth1": errors.New("socket: operation not permitted")}}
+	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial})
+	t.Cleanup(func() { a.Close() })
+	ifis := []net.Interface{testIface("eth0", 1), testIface("eth1", 2)}
+	if err := a.SetInterfaces(ifis); err == nil {
+		t.Fatal("SetInterfaces hid eth1's dial error")
+	}
+	if err := a.Healthy(); err == nil || !strings.Contains(err.Error(), "no ARP/NDP sockets on eth1") || strings.Contains(err.Error(), "eth0") {
+		t.Fatalf("Healthy() = %v, want eth1 (only) without sockets", err)
+	}
+
+	// eth1 can be opened now: the same SetInterfaces opens it.
+	fn.mu.Lock()
+	fn.fail = nil
+	fn.mu.Unlock()
+	if err := a.SetInterfaces(ifis); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Healthy(); err != nil {
+		t.Fatalf("Healthy() = %v after reopening", err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A socket closed underneath eth0: not healthy, and reopened by the
+	// next SetInterfaces, after which eth0 answers again.
+	old := fn.iface("eth0")
+	old.arp.Close()
+	waitFor(t, "eth0 reported broken", func() bool {
+		err := a.Healthy()
+		return err != nil && strings.Contains(err.Error(), "closed underneath on eth0")
+	})
+	dials := fn.dials
+	if err := a.SetInterfaces(ifis); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Healthy(); err != nil {
+		t.Fatalf("Healthy() = %v after reopening eth0", err)
+	}
+	if fn.dials != dials+1 {
+		t.Errorf("%d dials to reopen, want 1 (eth0 only)", fn.dials-dials)
+	}
+	eth0 := fn.iface("eth0")
+	if eth0 == old {
+		t.Fatal("eth0 was not dialed again")
+	}
+	eth0.arp.in <- arpRequest(peerMAC, peerIP, vip4)
+	waitFor(t, "a reply on the reopened eth0", func() bool {
+		for _, f := range eth0.arp.sent() {
+			if s := summarizeARP(f); s != nil && s.Op == arp.OperationReply {
+				return true
+			}
+		}
+		return false
+	})
 }

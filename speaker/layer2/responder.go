@@ -44,6 +44,9 @@ type responder struct {
 	refresh time.Duration
 	// ownedChanged wakes refreshLoop when update changed the owned set.
 	ownedChanged chan struct{}
+	// broken is set when a socket stopped working underneath a running
+	// responder: it no longer answers on that interface.
+	broken atomic.Bool
 
 	// claims carries conflicts from the read loops to defendLoop.
 	claims chan claim
@@ -139,7 +142,8 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 				return
 			}
 			if errors.Is(err, net.ErrClosed) {
-				r.log.Info("Socket closed underneath the responder; no longer answering on it")
+				r.log.Info("Socket closed underneath the responder; no longer answering on it until it is opened again")
+				r.broken.Store(true)
 				return
 			}
 			r.log.Error(err, "Reading frame")

@@ -81,12 +81,21 @@ func run(args []string) int {
 	// raises a Warning Event for nothing. Alive is alive; ready waits for
 	// the speaker to run with synced caches.
 	var running atomic.Pointer[speaker.Speaker]
+	var answering atomic.Pointer[layer2.Announcer]
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if sp := running.Load(); sp == nil || !sp.Ready() {
 			http.Error(w, "waiting for the memberlist key, the sockets and the caches", http.StatusServiceUnavailable)
 			return
+		}
+		// A node that should answer on an interface but cannot is not
+		// ready: that is where an operator looks first.
+		if ann := answering.Load(); ann != nil {
+			if err := ann.Healthy(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		fmt.Fprintln(w, "ok")
 	})
@@ -180,6 +189,7 @@ func run(args []string) int {
 	}
 	serve(runCtx, *metricsAddr, "/", metricsMux)
 	running.Store(sp)
+	answering.Store(ann)
 
 	_ = member.Rejoin(runCtx)
 	// Links are watched through kernel notifications. Each change may
@@ -196,6 +206,16 @@ func run(args []string) int {
 				logger.Error(err, "Cannot list interfaces; keeping the current ones", "interfaces", names)
 				return watched
 			}
+			if ann.Healthy() != nil && sameInterfaces(now, ifis) {
+				// A responder lost its sockets (or never got them): open
+				// them again, on any link change or at the latest on the
+				// next resync.
+				if err := ann.SetInterfaces(now); err != nil {
+					logger.Error(err, "Cannot reopen ARP/NDP sockets", "interfaces", names)
+				} else {
+					logger.Info("Reopened ARP/NDP sockets", "interfaces", names)
+				}
+			}
 			if n := ifaceNames(now); !slices.Equal(n, names) || !sameInterfaces(now, ifis) {
 				logger.Info("Interfaces to answer on changed", "was", names, "now", n)
 				if err := ann.SetInterfaces(now); err != nil {
@@ -211,6 +231,9 @@ func run(args []string) int {
 			}
 			return watched
 		},
+		// Also how long a responder that lost its sockets waits, at most,
+		// to be opened again.
+		Resync: 10 * time.Second,
 		Isolate: func() {
 			sp.SetIsolated(true)
 			member.Isolate()
