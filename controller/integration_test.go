@@ -321,9 +321,11 @@ func TestDualStack(t *testing.T) {
 func TestExhaustionAndRecovery(t *testing.T) {
 	h := newHarness(t, "exhaust.ironlb.io/test", "address-pools:\n- {name: tiny, protocol: layer2, addresses: [198.51.100.30/31]}\n")
 	ns := env.Namespace(t)
+	// One at a time: created together, a and b are allocated by
+	// concurrent workers in either order.
 	h.svc(ns, "a")
-	h.svc(ns, "b")
 	waitIngress(t, ns, "a", "198.51.100.30")
+	h.svc(ns, "b")
 	waitIngress(t, ns, "b", "198.51.100.31")
 	h.svc(ns, "c")
 	waitEvent(t, ns, "c", api.EventAllocationFailed, `no free IPv4 address left in pool "tiny"`)
