@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlb/ironlb/hack/repo"
 )
 
 // TestImages builds every image as hack/images.sh does, twice, and checks
@@ -27,7 +29,7 @@ import (
 // the manifests and the cluster expect, and that each binary is static and
 // runs on its own.
 func TestImages(t *testing.T) {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/ironlb/ironlb/hack/repo"
 )
 
 var testOpts = Options{Repo: "ironlb", Tag: "v0.1.0", Arch: runtime.GOARCH, Created: time.Unix(0, 0).UTC()}
@@ -102,7 +104,7 @@ func TestUnknownImage(t *testing.T) {
 // TestManifestsUseTheseImages: the images this command names by default are
 // the ones manifests/ironlb.yaml runs.
 func TestManifestsUseTheseImages(t *testing.T) {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

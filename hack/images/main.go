@@ -31,7 +31,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +47,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/ironlb/ironlb/hack/repo"
 )
 
 // component describes one image.
@@ -108,7 +109,7 @@ type Options struct {
 func main() {
 	out := flag.String("out", "bin/images", "directory for NAME.tar")
 	tag := flag.String("tag", "v0.1.0", "image tag")
-	repo := flag.String("repo", "ironlb", "image repository prefix: REPO/NAME:TAG (docker.io is implied, as in the manifests)")
+	imageRepo := flag.String("repo", "ironlb", "image repository prefix: REPO/NAME:TAG (docker.io is implied, as in the manifests)")
 	arch := flag.String("arch", runtime.GOARCH, "target architecture (GOARCH)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [%s]...\n\nBuilds static binaries and writes image archives OUT/NAME.tar (all images without names).\n\n", strings.Join(Names(), "|"))
@@ -123,11 +124,11 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		fail(err)
 	}
-	opts := Options{Repo: *repo, Tag: *tag, Arch: *arch, Created: created}
+	opts := Options{Repo: *imageRepo, Tag: *tag, Arch: *arch, Created: created}
 	built, err := Build(context.Background(), root, *out, names, opts)
 	if err != nil {
 		fail(err)
@@ -416,22 +417,4 @@ func sourceDateEpoch() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q: %w", s, err)
 	}
 	return time.Unix(n, 0).UTC(), nil
-}
-
-// repoRoot walks up from the working directory to the directory with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod in the working directory or above it")
-		}
-		dir = parent
-	}
 }

@@ -17,7 +17,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +34,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ironlb/ironlb/hack/repo"
 )
 
 // Env is a running control plane.
@@ -74,7 +75,7 @@ func Main(m *testing.M, env **Env) int {
 }
 
 func start() (_ *Env, _ func(), err error) {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,24 +156,6 @@ func start() (_ *Env, _ func(), err error) {
 		return nil, nil, err
 	}
 	return e, stop, nil
-}
-
-// repoRoot walks up from the working directory to the directory with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod in the working directory or above it")
-		}
-		dir = parent
-	}
 }
 
 var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/ironlb/ironlb/hack/e2e/harness"
+	"github.com/ironlb/ironlb/hack/repo"
 )
 
 // Nodes and their fixed MACs (hack/cluster.sh: 02:00:c6:33:64:XX, XX the
@@ -66,7 +67,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "SKIP: the cluster tests need root (network and mount namespaces, cgroups); run them as root")
 		return 0
 	}
-	root, err := harness.FindRoot()
+	root, err := repo.Root()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1

@@ -16,7 +16,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,25 +42,6 @@ type Env struct {
 	Probe string
 	// NodeMAC maps node names to the MACs of their LAN interfaces.
 	NodeMAC map[string]string
-}
-
-// FindRoot returns the repository root: the nearest directory at or above
-// the working directory that holds go.mod.
-func FindRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod at or above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // BuildProbe builds hack/lab/probe into dir and records it in e.Probe.
