@@ -67,6 +67,9 @@ func ParseRange(s string) (Range, error) {
 		if last.Less(first) {
 			return Range{}, fmt.Errorf("range %q starts after it ends; write it as %s-%s", s, last, first)
 		}
+		if spansMapped(first, last) {
+			return Range{}, fmt.Errorf("range %q includes the IPv4-mapped IPv6 addresses %s, which cannot be announced; split it around them", s, mappedBlock)
+		}
 		return Range{First: first, Last: last}, nil
 	}
 	if strings.Contains(s, "/") {
@@ -81,12 +84,29 @@ func ParseRange(s string) (Range, error) {
 			return Range{}, fmt.Errorf("invalid CIDR %q: IPv4-mapped IPv6 addresses are not supported; write the IPv4 CIDR", s)
 		}
 		p = p.Masked()
+		if spansMapped(p.Addr(), lastOf(p)) {
+			return Range{}, fmt.Errorf("invalid CIDR %q: it includes the IPv4-mapped IPv6 addresses %s, which cannot be announced; use a longer prefix that leaves them out", s, mappedBlock)
+		}
 		return Range{First: p.Addr(), Last: lastOf(p)}, nil
 	}
 	if _, err := netip.ParseAddr(s); err == nil {
 		return Range{}, fmt.Errorf("%q is a single address without a prefix length; write it as %s/%d or %s-%s", s, s, bits(s), s, s)
 	}
 	return Range{}, fmt.Errorf("invalid address range %q; write a CIDR like 192.168.1.0/24 or a range like 192.168.1.10-192.168.1.20", s)
+}
+
+// mappedBlock is ::ffff:0:0/96, where IPv6 spells IPv4 addresses: never
+// on the wire as IPv6, so never a Service's address.
+var mappedBlock = netip.MustParsePrefix("::ffff:0:0/96")
+
+// spansMapped reports whether the range first-last includes any address
+// of mappedBlock.
+func spansMapped(first, last netip.Addr) bool {
+	if !first.Is6() {
+		return false
+	}
+	lo, hi := mappedBlock.Addr(), lastOf(mappedBlock)
+	return !last.Less(lo) && !hi.Less(first)
 }
 
 func bits(s string) int {

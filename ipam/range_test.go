@@ -59,6 +59,10 @@ func TestParseRangeErrors(t *testing.T) {
 		{"fe80::%eth0/64", []string{"zone"}},
 		{"::ffff:10.0.0.1-::ffff:10.0.0.2", []string{"IPv4-mapped"}},
 		{"::ffff:10.0.0.0/120", []string{"IPv4-mapped"}},
+		// Ends that are not mapped, around the mapped block (found by
+		// FuzzParseRange: "::0/80" printed back as "::-::ffff:255.255.255.255").
+		{"::/80", []string{`"::/80"`, "::ffff:0.0.0.0/96", "longer prefix"}},
+		{"::1-::1:0:0:0", []string{`"::1-::1:0:0:0"`, "::ffff:0.0.0.0/96", "split it"}},
 		{"banana", []string{`"banana"`, "CIDR like"}},
 		{"adresses", []string{`"adresses"`}},
 	}
