@@ -280,17 +280,14 @@ func (p *bgProbe) waitOK(t *testing.T, since time.Time, not string, wait time.Du
 	return httpResult{p.WaitOK(t, since, not, wait)}
 }
 
+// failures is harness.Failures on this package's wrapper type.
 func failures(rs []httpResult) (n int, first, last httpResult) {
-	for _, r := range rs {
-		if !r.OK {
-			if n == 0 {
-				first = r
-			}
-			last = r
-			n++
-		}
+	plain := make([]harness.HTTPResult, len(rs))
+	for i, r := range rs {
+		plain[i] = r.HTTPResult
 	}
-	return
+	n, f, l := harness.Failures(plain)
+	return n, httpResult{f}, httpResult{l}
 }
 
 // cut takes node off the LAN and puts it back when the test ends.
