@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./controller -run '^$$' -fuzz '^FuzzParseIPs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker/layer2 -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker/membership -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseAnnouncements$$' -fuzztime $(FUZZTIME)
 
 # Tier 2: against a real etcd + kube-apiserver (built once into .cache/,
 # which takes a few minutes on a fresh machine).

@@ -41,3 +41,45 @@ const (
 	// node's speaker serves (a foreign host, or a second speaker).
 	EventDuplicateAnnouncer = "DuplicateAnnouncer"
 )
+
+// The Service status condition the speakers maintain (kubectl shows it in
+// `kubectl get svc -o yaml` and `kubectl describe`): who announces the
+// Service's addresses, or why nobody does.
+const (
+	// ConditionAnnounced is the condition type. It is written by the
+	// elected owner of the Service's first ingress address, through
+	// server-side apply with field manager FieldManagerSpeaker, and only
+	// when it changes. The controller writes status.loadBalancer with
+	// FieldManagerController; neither touches the other's fields.
+	ConditionAnnounced = "ironlb.io/Announced"
+
+	// ReasonAnnounced (status True): every ingress address is announced.
+	// The message is FormatAnnouncements' output.
+	ReasonAnnounced = "Announced"
+	// ReasonNoEligibleNode (False): no live speaker may announce an
+	// address (node selectors, externalTrafficPolicy Local without a ready
+	// endpoint, every node excluded or not Ready).
+	ReasonNoEligibleNode = "NoEligibleNode"
+	// ReasonAddressConflict (False): another host on the LAN answered the
+	// probe for an address, so it is not announced.
+	ReasonAddressConflict = "AddressConflict"
+	// ReasonDuplicateAnnouncer (False): another MAC keeps claiming an
+	// address this node announces and defends.
+	ReasonDuplicateAnnouncer = "DuplicateAnnouncer"
+
+	FieldManagerSpeaker    = "ironlb-speaker"
+	FieldManagerController = "ironlb-controller"
+)
+
+// More Event reasons, from the speaker's wire checks.
+const (
+	// EventAddressConflict: a probe for a new address was answered by
+	// another host; the address is not announced until it is free.
+	EventAddressConflict = "AddressConflict"
+	// EventNotAnswering: nobody answered a check of an address another
+	// node owns.
+	EventNotAnswering = "NotAnswering"
+	// EventWrongAnnouncer: a check of an address was answered by a MAC that
+	// is not the owner's.
+	EventWrongAnnouncer = "WrongAnnouncer"
+)
