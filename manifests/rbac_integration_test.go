@@ -392,6 +392,18 @@ func TestSpeakerRBAC(t *testing.T) {
 		ev, err := findEvent(ctx, svc.Namespace, svc.Name, api.EventNodeAssigned)
 		return ev != nil, err
 	})
+	poll(t, log, "the speaker's "+api.ConditionAnnounced+" condition", 30*time.Second, func(ctx context.Context) (bool, error) {
+		cur, err := env.Client.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range cur.Status.Conditions {
+			if c.Type == api.ConditionAnnounced && c.Status == metav1.ConditionTrue && c.Message == ip.String()+" by "+node {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	// Lose the address (no live member) and win it back: the recorder
 	// sees the same Event again and patches its count.
 	sp.MembersChanged(nil)
@@ -441,11 +453,14 @@ func TestLeastPrivilege(t *testing.T) {
 		do     func(kubernetes.Interface) error
 		denied bool
 	}{
-		// The negative the design hinges on: speakers never write status.
-		{spk, "speaker patches services/status", func(c kubernetes.Interface) error {
-			_, err := c.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, status, metav1.PatchOptions{}, "status")
+		// Speakers patch status (their condition, by server-side apply),
+		// but never update a Service.
+		{spk, "speaker applies its condition to services/status", func(c kubernetes.Interface) error {
+			patch := []byte(`{"apiVersion":"v1","kind":"Service","status":{"conditions":[{"type":"` + api.ConditionAnnounced +
+				`","status":"True","reason":"Announced","message":"test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`)
+			_, err := c.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.ApplyPatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManagerSpeaker, Force: ptr(true)}, "status")
 			return err
-		}, true},
+		}, false},
 		{spk, "speaker updates a Service", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().Services(svc.Namespace).Update(ctx, svc, metav1.UpdateOptions{})
 			return err
@@ -529,3 +544,5 @@ func TestLeastPrivilege(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

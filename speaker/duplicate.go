@@ -110,13 +110,25 @@ func yieldsTo(self, other string, members []string, ip netip.Addr) bool {
 //
 // Safe for concurrent use; it never blocks on the API server.
 func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net.HardwareAddr) {
-	s.metrics.duplicates.WithLabelValues(ip.String()).Inc()
 	var other string
 	if s.opts.MACOwner != nil {
 		other = s.opts.MACOwner(mac)
 	}
 	now := time.Now()
 	s.mu.Lock()
+	if s.heardNewOwner(ip, other, now) {
+		s.mu.Unlock()
+		klog.FromContext(ctx).V(1).Info("Handover: the other speaker announces the address", "ip", ip, "speaker", other)
+		return
+	}
+	s.metrics.duplicates.WithLabelValues(ip.String()).Inc()
+	if other == "" && s.foreign != nil {
+		// Shown in the Service's condition while the claims go on.
+		if c, ok := s.foreign[ip]; !ok || now.Sub(c.at) >= foreignClaimFor {
+			defer s.Kick()
+		}
+		s.foreign[ip] = foreignClaim{mac: mac.String(), at: now}
+	}
 	yield := yieldsTo(s.opts.NodeName, other, s.members, ip)
 	_, already := s.yields[ip]
 	_, splitting := s.splits[ip]

@@ -45,6 +45,7 @@ func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*core
 		services: corelisters.NewServiceLister(idx), recorder: rec, metrics: NewMetrics(),
 		kick: make(chan struct{}, 1), yields: map[netip.Addr]time.Time{}, splits: map[netip.Addr]split{},
 		dupReported: map[dupKey]time.Time{},
+		drains:      map[netip.Addr]drain{}, handovers: map[netip.Addr]handover{},
 	}
 	return s, rec
 }

@@ -18,6 +18,8 @@ type Metrics struct {
 	// and a label per MAC would let one host grow the series without
 	// bound; the Events and log lines name them.
 	duplicates *prometheus.CounterVec
+	// conditionWrites counts ironlb.io/Announced conditions written.
+	conditionWrites prometheus.Counter
 }
 
 // NewMetrics registers the speaker's metrics in a new registry.
@@ -37,8 +39,10 @@ func NewMetrics() *Metrics {
 			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_duplicate_announcer_total",
 			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
+		conditionWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_speaker_condition_writes_total",
+			Help: "Writes of the ironlb.io/Announced Service condition by this node (server-side apply); one per change of who announces a Service."}),
 	}
-	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates,
+	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates, m.conditionWrites,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -69,6 +70,10 @@ type Options struct {
 	// tells another speaker from a foreign host in DuplicateAnnouncer.
 	// Nil means every claimant counts as foreign.
 	MACOwner func(mac net.HardwareAddr) string
+	// Interfaces returns the interfaces this node announces on, for the
+	// ironlb.io/Announced condition (their names and MACs). Nil leaves
+	// them out of it.
+	Interfaces func() []net.Interface
 }
 
 // Speaker elects owners and drives the announcer.
@@ -104,6 +109,15 @@ type Speaker struct {
 	yields map[netip.Addr]time.Time
 	// splits holds the split brains this node won, by address.
 	splits map[netip.Addr]split
+	// drains and handovers are the two sides of handovers in progress
+	// (handover.go).
+	drains    map[netip.Addr]drain
+	handovers map[netip.Addr]handover
+	// foreign holds the last claim by a host that is not a speaker on an
+	// address this node announces, for the condition.
+	foreign map[netip.Addr]foreignClaim
+
+	conds *condWriter
 
 	dupMu       sync.Mutex
 	dupReported map[dupKey]time.Time // last report per address and claimant
@@ -113,6 +127,8 @@ type Speaker struct {
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
 	watched []netip.Addr // last given to the announcer's SetWatched
+	// announced is what the announcer was last given.
+	announced map[netip.Addr][]string
 }
 
 // New builds a speaker; Run starts it.
@@ -122,11 +138,14 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 	}
 	s := &Speaker{
 		opts: opts, client: client, announcer: announcer, metrics: opts.Metrics,
-		kick:    make(chan struct{}, 1),
-		owners:  map[netip.Addr]string{},
-		waiting: map[netip.Addr]time.Time{},
-		yields:  map[netip.Addr]time.Time{},
-		splits:  map[netip.Addr]split{},
+		kick:      make(chan struct{}, 1),
+		owners:    map[netip.Addr]string{},
+		waiting:   map[netip.Addr]time.Time{},
+		yields:    map[netip.Addr]time.Time{},
+		splits:    map[netip.Addr]split{},
+		drains:    map[netip.Addr]drain{},
+		handovers: map[netip.Addr]handover{},
+		foreign:   map[netip.Addr]foreignClaim{},
 
 		dupReported: map[dupKey]time.Time{},
 	}
@@ -155,6 +174,9 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 	cmInf.Informer().AddEventHandler(handler)
 	s.synced = append(s.synced, cmInf.Informer().HasSynced)
 
+	s.conds = newCondWriter(client, opts.NodeName, s.metrics, func(k types.NamespacedName) (*corev1.Service, error) {
+		return s.services.Services(k.Namespace).Get(k.Name)
+	})
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	s.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ironlb-speaker", Host: opts.NodeName})
@@ -192,6 +214,9 @@ func (s *Speaker) MembersChanged(members []string) {
 	s.members = slices.Clone(members)
 	s.changed = time.Now()
 	s.mu.Unlock()
+	if s.conds != nil {
+		s.conds.forget()
+	}
 	s.metrics.members.Set(float64(len(members)))
 	s.Kick()
 }
@@ -218,6 +243,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return fmt.Errorf("caches did not sync: %w", ctx.Err())
 	}
 	klog.FromContext(ctx).Info("Speaker started", "node", s.opts.NodeName)
+	go s.conds.run(ctx)
 	s.sync(ctx)
 	for {
 		select {
@@ -252,13 +278,37 @@ func (s *Speaker) sync(ctx context.Context) {
 	nodes := s.electionNodes()
 	owners := election.Elect(addrs, nodes, members)
 	mine := map[netip.Addr][]string{}
+	// announce is mine plus the addresses this node drains after handing
+	// them to another live speaker (handover.go).
+	announce := map[netip.Addr][]string{}
 	held := false
-	var yieldEnds time.Time
+	var yieldEnds, drainEnds time.Time
+	now := time.Now()
+	s.mu.Lock()
+	if isolated {
+		// An isolated node cannot tell whether the new owner announces.
+		clear(s.drains)
+	}
+	for ip, h := range s.handovers {
+		if !now.Before(h.until) {
+			delete(s.handovers, ip)
+		}
+	}
+	s.mu.Unlock()
 	if !isolated {
-		now := time.Now()
 		for _, a := range addrs {
 			if owners[a.IP] != s.opts.NodeName {
 				delete(s.waiting, a.IP)
+				s.mu.Lock()
+				_, was := s.announced[a.IP]
+				d, until := s.draining(a.IP, was, owners[a.IP], members, now)
+				s.mu.Unlock()
+				if d {
+					announce[a.IP] = interfacesFor(cfg, a.IP)
+					if drainEnds.IsZero() || until.Before(drainEnds) {
+						drainEnds = until
+					}
+				}
 				continue
 			}
 			s.mu.Lock()
@@ -275,6 +325,7 @@ func (s *Speaker) sync(ctx context.Context) {
 				continue
 			}
 			mine[a.IP] = interfacesFor(cfg, a.IP)
+			announce[a.IP] = mine[a.IP]
 		}
 	}
 	for ip := range s.waiting {
@@ -282,7 +333,17 @@ func (s *Speaker) sync(ctx context.Context) {
 			delete(s.waiting, ip)
 		}
 	}
-	s.announcer.SetOwned(mine)
+	s.mu.Lock()
+	for ip := range s.drains {
+		if _, ok := announce[ip]; !ok {
+			// The address is gone, or the drain ended: never keep
+			// answering for an address no Service holds.
+			delete(s.drains, ip)
+		}
+	}
+	s.mu.Unlock()
+	s.announcer.SetOwned(announce)
+	s.announced = announce
 	s.metrics.owned.Set(float64(len(mine)))
 	s.mu.Lock()
 	watch, reannounce, next := s.settleSplits(time.Now(), mine)
@@ -296,8 +357,10 @@ func (s *Speaker) sync(ctx context.Context) {
 			sb.Reannounce(ip)
 		}
 	}
-	if !yieldEnds.IsZero() && (next.IsZero() || yieldEnds.Before(next)) {
-		next = yieldEnds
+	for _, t := range []time.Time{yieldEnds, drainEnds} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
 	}
 	switch {
 	case held:
@@ -326,6 +389,13 @@ func (s *Speaker) sync(ctx context.Context) {
 			if had && prev != "" && !slices.Contains(members, prev) {
 				tookOver = true
 			}
+			if had && prev != "" && prev != owner && slices.Contains(members, prev) {
+				// prev drains until it hears this node: its answers
+				// meanwhile are expected.
+				s.mu.Lock()
+				s.handovers[ip] = handover{from: prev, until: now.Add(s.drainBound() + time.Second)}
+				s.mu.Unlock()
+			}
 			for _, svc := range users[ip] {
 				s.recorder.Eventf(svc, corev1.EventTypeNormal, api.EventNodeAssigned, "announcing from node %q with protocol %q", s.opts.NodeName, api.ProtocolLayer2)
 			}
@@ -338,6 +408,55 @@ func (s *Speaker) sync(ctx context.Context) {
 		s.metrics.failovers.Observe(d)
 	}
 	s.owners = owners
+	if !isolated {
+		if t := s.updateConditions(cfg, owners, members, now); !t.IsZero() {
+			s.retryIn(time.Until(t))
+		}
+	}
+}
+
+// updateConditions records the ironlb.io/Announced condition of every
+// Service this node writes it for (condition.go). It returns when a
+// foreign claim ages out of a condition, zero if none does.
+func (s *Speaker) updateConditions(cfg *config.Config, owners map[netip.Addr]string, members []string, now time.Time) time.Time {
+	var ifis []net.Interface
+	if s.opts.Interfaces != nil {
+		ifis = s.opts.Interfaces()
+	}
+	local := func(ip netip.Addr) ([]string, []string) { return localInterfaces(ifis, interfacesFor(cfg, ip)) }
+	var next time.Time
+	s.mu.Lock()
+	foreign := map[netip.Addr]string{}
+	for ip, c := range s.foreign {
+		if until := c.at.Add(foreignClaimFor); now.Before(until) {
+			foreign[ip] = c.mac
+			if next.IsZero() || until.Before(next) {
+				next = until
+			}
+		} else {
+			delete(s.foreign, ip)
+		}
+	}
+	s.mu.Unlock()
+	first := ""
+	if len(members) > 0 {
+		first = slices.Min(members)
+	}
+	svcs, _ := s.services.List(labels.Everything())
+	for _, svc := range svcs {
+		if controller.Ours(svc, s.opts.LBClass) && len(controller.IngressIPs(svc)) > 0 {
+			if c, mine := announceCondition(s.opts.NodeName, svc, owners, members, local, func(ip netip.Addr) string { return foreign[ip] }); mine {
+				s.conds.set(svc, c)
+			}
+			continue
+		}
+		// Not ours, or no address (any more): the condition goes, removed
+		// by one speaker.
+		if currentCondition(svc) != nil && first == s.opts.NodeName {
+			s.conds.set(svc, nil)
+		}
+	}
+	return next
 }
 
 // holdBack reports whether this node, the new owner of ip, should not

@@ -235,6 +235,21 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 	return errors.Join(errs...)
 }
 
+// Interfaces returns the interfaces that have a responder, by name: where
+// this node answers for its addresses.
+func (a *Announcer) Interfaces() []net.Interface {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]net.Interface, 0, len(a.responders))
+	for _, r := range a.responders {
+		ifi := r.ifi
+		ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+		out = append(out, ifi)
+	}
+	slices.SortFunc(out, func(x, y net.Interface) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
 // Healthy reports, as an error naming them, the interfaces given to the
 // last SetInterfaces that have no working responder: their sockets could
 // not be opened, or one stopped working underneath. Calling SetInterfaces

@@ -439,6 +439,10 @@ func TestAnnouncerSetInterfaces(t *testing.T) {
 	if n := len(eth0.arp.sent()); n != 2 {
 		t.Errorf("eth0 announced again (%d frames) though it did not change", n)
 	}
+	if got := a.Interfaces(); len(got) != 2 || got[0].Name != "eth0" || got[1].Name != "eth1" ||
+		got[1].HardwareAddr.String() != testIface("eth1", 2).HardwareAddr.String() {
+		t.Errorf("Interfaces() = %v, want eth0 and eth1 with their MACs", got)
+	}
 
 	// A removed interface is closed before SetInterfaces returns.
 	if err := a.SetInterfaces([]net.Interface{testIface("eth1", 2)}); err != nil {
@@ -455,6 +459,9 @@ func TestAnnouncerSetInterfaces(t *testing.T) {
 	}
 	if !eth1.arp.isClosed() || fn.iface("eth1") == eth1 {
 		t.Error("eth1 was not reopened after its MAC changed")
+	}
+	if got := a.Interfaces(); len(got) != 1 || got[0].HardwareAddr.String() != moved.HardwareAddr.String() {
+		t.Errorf("Interfaces() = %v after the MAC changed, want eth1 with %s", got, moved.HardwareAddr)
 	}
 	if err := a.SetInterfaces([]net.Interface{{Name: "tun0", Index: 7}}); err == nil {
 		t.Error("an interface without a MAC was accepted")

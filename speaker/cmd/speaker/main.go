@@ -166,7 +166,7 @@ func run(args []string) int {
 	registerLayer2(metrics.Registry, ann)
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
-		LocalServing: proxyServes(self), MACOwner: dir.NodeOf,
+		LocalServing: proxyServes(self), MACOwner: dir.NodeOf, Interfaces: ann.Interfaces,
 	})
 	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,

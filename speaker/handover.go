@@ -1,0 +1,102 @@
+package speaker
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// A handover moves an address between two live speakers: the owner
+// comes back after a cut or a restart (failback), a node joins, or a
+// Local Service's endpoint moves. It must cost no request, so it is
+// make-before-break: the speaker that loses the address keeps answering
+// for it (drains) until it hears the new owner announce it, and only then
+// goes quiet. Going quiet as soon as the election moves the address,
+// which is what a failover does, would leave a gap between the two: the
+// new owner may not announce yet (its caches are still syncing after a
+// restart, it has not merged its membership view back, or it waits for
+// its service proxy), and its first gratuitous ARP may be lost or late,
+// while clients whose entries still point at the old owner get no answer
+// to their ARP re-checks. A failover has nobody to drain: the old owner
+// is gone.
+//
+// Two nodes answering for one address during the drain is harmless: both
+// forward to the Service, and the drain ends within milliseconds of the
+// new owner's first announcement.
+
+// drainSlack is added to Options.LocalServingWait to bound a drain: the
+// new owner may hold the address back that long before it announces, and
+// needs a moment after that. A new owner that never announces (it lost
+// the address again, or cannot send) leaves the address dark after the
+// bound, as a failover would; never for longer.
+const drainSlack = 2 * time.Second
+
+// drain is the losing side of a handover: this node keeps announcing ip
+// until to, the new owner, is heard announcing it, or until until.
+type drain struct {
+	to    string
+	until time.Time
+}
+
+// handover is the winning side: claims for ip by from, the speaker this
+// node took it over from, are the drain ending and not a duplicate
+// announcer, until until.
+type handover struct {
+	from  string
+	until time.Time
+}
+
+// drainBound is how long a drain lasts at most.
+func (s *Speaker) drainBound() time.Duration {
+	return s.opts.LocalServingWait + drainSlack
+}
+
+// draining decides, for the sync loop with s.mu held, whether this node
+// keeps answering for ip although owner, another node, is now its elected
+// owner, and until when. announcing says whether this node announced ip
+// after the previous sync. A drain starts when the address leaves this
+// node for a live speaker and lasts while that speaker stays the owner,
+// alive, and unheard, within the bound. An address this node kept quiet
+// (it lost a split brain, or waited) starts none.
+func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members []string, now time.Time) (bool, time.Time) {
+	d, ok := s.drains[ip]
+	if !ok && announcing && owner != "" && owner != s.opts.NodeName {
+		d, ok = drain{to: owner, until: now.Add(s.drainBound())}, true
+	}
+	if !ok || d.to != owner || !slices.Contains(members, owner) || !now.Before(d.until) {
+		delete(s.drains, ip)
+		return false, time.Time{}
+	}
+	s.drains[ip] = d
+	return true, d.until
+}
+
+// heardNewOwner is called by DuplicateAnnouncer, with s.mu held, when
+// other announces ip. It reports whether that was expected as part of a
+// handover, so neither side takes it for a duplicate announcer, and ends
+// this node's drain when other is the new owner.
+func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool {
+	if other == "" || other == s.opts.NodeName {
+		return false
+	}
+	if d, ok := s.drains[ip]; ok {
+		if d.to == other {
+			delete(s.drains, ip)
+			s.Kick()
+		}
+		// While draining, claims by any speaker are the election's
+		// business: this node already knows it is not the owner.
+		return true
+	}
+	if h, ok := s.handovers[ip]; ok && h.from == other && now.Before(h.until) {
+		return true
+	}
+	return false
+}
+
+// foreignClaim is the last claim on an address by a host that is not a
+// speaker.
+type foreignClaim struct {
+	mac string
+	at  time.Time
+}

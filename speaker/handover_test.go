@@ -1,0 +1,139 @@
+package speaker
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// TestDrainLifecycle: the node that hands an address to a live speaker
+// keeps answering until it hears that speaker announce it, and no longer
+// than the bound; a failover, a change of heart or a dead new owner end
+// the drain at once.
+func TestDrainLifecycle(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	now := time.Now()
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	n2mac, _ := net.ParseMAC("02:00:c6:33:64:0c")
+	n3mac, _ := net.ParseMAC("02:00:c6:33:64:0d")
+	all := []string{"n1", "n2", "n3"}
+	newSpeaker := func() *Speaker {
+		s, _ := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()))
+		s.opts.LocalServingWait = 5 * time.Second
+		return s
+	}
+
+	s := newSpeaker()
+	// The election moves ip from n1 (this node) to n2, which is alive.
+	d, until := s.draining(ip, true, "n2", all, now)
+	if !d || until.Sub(now) != 5*time.Second+drainSlack {
+		t.Fatalf("handover to a live speaker: draining = %v until +%v, want true until +%v", d, until.Sub(now), 5*time.Second+drainSlack)
+	}
+	// The next sync has n2 on record as the previous owner: still draining.
+	if d, _ := s.draining(ip, false, "n2", all, now.Add(time.Second)); !d {
+		t.Fatal("drain ended on the next sync")
+	}
+	// A claim by a third speaker does not end it, and is no duplicate.
+	s.DuplicateAnnouncer(context.Background(), ip, n3mac)
+	if _, ok := s.drains[ip]; !ok {
+		t.Fatal("a claim by a speaker other than the new owner ended the drain")
+	}
+	// n2 announces: the drain ends, the sync loop is kicked, and nothing
+	// is reported as a duplicate announcer.
+	s.DuplicateAnnouncer(context.Background(), ip, n2mac)
+	if _, ok := s.drains[ip]; ok {
+		t.Fatal("drain still on after the new owner announced")
+	}
+	select {
+	case <-s.kick:
+	default:
+		t.Error("sync loop not kicked when the new owner was heard")
+	}
+	if d, _ := s.draining(ip, false, "n2", all, now.Add(time.Second)); d {
+		t.Fatal("draining again after the new owner was heard")
+	}
+	if n := dupCount(t, s, ip); n != 0 {
+		t.Errorf("duplicate announcer counted %v claims during a handover, want 0", n)
+	}
+	if len(s.splits) != 0 || len(s.yields) != 0 {
+		t.Errorf("split-brain state during a handover: splits %v yields %v", s.splits, s.yields)
+	}
+
+	for _, tc := range []struct {
+		name       string
+		announcing bool
+		owner      string
+		members    []string
+		at         time.Duration
+		startFirst bool // a drain to n2 is already on
+		want       bool
+	}{
+		{"failover: the address came to this node", false, "n1", all, 0, false, false},
+		{"new owner dead (failover to it fails)", true, "n2", []string{"n1", "n3"}, 0, false, false},
+		{"no owner left", true, "", all, 0, false, false},
+		{"bound reached", true, "n2", all, 5*time.Second + drainSlack, true, false},
+		{"just inside the bound", true, "n2", all, 5*time.Second + drainSlack - time.Millisecond, true, true},
+		{"the election moved it on to n3", true, "n3", all, time.Second, true, false},
+		{"the new owner died during the drain", true, "n2", []string{"n1", "n3"}, time.Second, true, false},
+		{"not announced here (a lost split brain, a wait)", false, "n2", all, 0, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSpeaker()
+			if tc.startFirst {
+				if d, _ := s.draining(ip, true, "n2", all, now); !d {
+					t.Fatal("drain did not start")
+				}
+			}
+			if d, _ := s.draining(ip, tc.announcing, tc.owner, tc.members, now.Add(tc.at)); d != tc.want {
+				t.Errorf("draining = %v, want %v", d, tc.want)
+			}
+			if _, ok := s.drains[ip]; ok != tc.want {
+				t.Errorf("drain recorded = %v, want %v", ok, tc.want)
+			}
+		})
+	}
+}
+
+// TestHandoverClaimsAreExpected: the new owner hears the old one's last
+// answers during the drain; within the window they are neither counted nor
+// reported, and after it, or from another speaker, they are.
+func TestHandoverClaimsAreExpected(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	n1mac, _ := net.ParseMAC("02:00:c6:33:64:0b")
+	n3mac, _ := net.ParseMAC("02:00:c6:33:64:0d")
+	s, rec := dupSpeaker(t, "n2", macs, lbSvc("a", ip.String()))
+	s.members = []string{"n1", "n2", "n3"}
+	s.handovers[ip] = handover{from: "n1", until: time.Now().Add(time.Minute)}
+
+	s.DuplicateAnnouncer(context.Background(), ip, n1mac)
+	if evs := events(rec); len(evs) != 0 {
+		t.Errorf("Events for the draining previous owner: %q", evs)
+	}
+	if n := dupCount(t, s, ip); n != 0 {
+		t.Errorf("duplicates counted for the draining previous owner: %v", n)
+	}
+	s.DuplicateAnnouncer(context.Background(), ip, n3mac)
+	if evs := events(rec); len(evs) != 1 {
+		t.Errorf("a claim by n3 during n1's drain: Events %q, want one", evs)
+	}
+	s.handovers[ip] = handover{from: "n1", until: time.Now().Add(-time.Millisecond)}
+	s.dupReported = map[dupKey]time.Time{}
+	s.DuplicateAnnouncer(context.Background(), ip, n1mac)
+	if evs := events(rec); len(evs) != 1 {
+		t.Errorf("a claim by n1 after the handover window: Events %q, want one", evs)
+	}
+}
+
+func dupCount(t *testing.T, s *Speaker, ip netip.Addr) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := s.metrics.duplicates.WithLabelValues(ip.String()).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
