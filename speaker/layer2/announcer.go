@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 )
 
 // ErrClosed is returned by Announcer methods after Close or after the
@@ -84,6 +85,21 @@ type Options struct {
 	// is the election's call (see Reannounce). It is called from the
 	// defence goroutines and must not block.
 	Peer func(mac net.HardwareAddr) bool
+
+	// CheckTimeout is how long Check waits for answers; zero or negative
+	// means DefaultCheckTimeout.
+	CheckTimeout time.Duration
+
+	// ProbeRate bounds the question frames (Check and Probe) sent per
+	// second on each interface, with bursts of as many; zero or negative
+	// means DefaultProbeRate.
+	ProbeRate int
+
+	// InterfaceAddrs lists the addresses of an interface, for the sender
+	// address of Check's questions. Nil reads them in the calling
+	// thread's network namespace; callers that work across namespaces
+	// wrap it, as they wrap Dial.
+	InterfaceAddrs func(ifi *net.Interface) ([]netip.Addr, error)
 }
 
 // Announcer runs one responder per managed interface and decides which
@@ -103,6 +119,10 @@ type Announcer struct {
 	defence  defence
 	stats    counters
 
+	checkTimeout time.Duration
+	probeRate    int
+	ifaceAddrs   func(*net.Interface) ([]netip.Addr, error)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -115,6 +135,9 @@ type Announcer struct {
 	want       []string              // the names last passed to SetInterfaces
 	owned      map[netip.Addr][]string
 	watched    addrSet
+	// limiters bound the questions (Check, Probe) per interface; kept
+	// across reopened responders, so that reopening never resets a bound.
+	limiters map[string]*rate.Limiter
 }
 
 // New returns an Announcer with no interfaces and no owned addresses. Its
@@ -144,6 +167,15 @@ func New(ctx context.Context, opts Options) *Announcer {
 		refresh = DefaultRefresh
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = DefaultCheckTimeout
+	}
+	if opts.ProbeRate <= 0 {
+		opts.ProbeRate = DefaultProbeRate
+	}
+	if opts.InterfaceAddrs == nil {
+		opts.InterfaceAddrs = interfaceAddrs
+	}
 	a := &Announcer{
 		log:        logr.FromContextOrDiscard(ctx).WithName("layer2"),
 		dial:       dial,
@@ -154,6 +186,8 @@ func New(ctx context.Context, opts Options) *Announcer {
 		responders: map[string]*responder{},
 		owned:      map[netip.Addr][]string{},
 	}
+	a.checkTimeout, a.probeRate, a.ifaceAddrs = opts.CheckTimeout, opts.ProbeRate, opts.InterfaceAddrs
+	a.limiters = map[string]*rate.Limiter{}
 	def.siblings = &a.macs
 	a.defence = def
 	return a
@@ -220,6 +254,10 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		}
 		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
 		r.refresh = a.refresh
+		if a.limiters[ifi.Name] == nil {
+			a.limiters[ifi.Name] = newLimiter(a.probeRate)
+		}
+		r.limiter = a.limiters[ifi.Name]
 		if a.watched != nil {
 			w := a.watched
 			r.watched.Store(&w)

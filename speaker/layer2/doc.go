@@ -21,6 +21,12 @@
 // decides who keeps the address, and answers through
 // [Announcer.Reannounce].
 //
+// [Announcer.Check] and [Announcer.Probe] ask the LAN who holds an address
+// (one ARP request or Neighbor Solicitation; RFC 5227 ARP probes or IPv6
+// duplicate address detection) through the same sockets, on managed
+// interfaces only, at most [Options.ProbeRate] question frames per second
+// per interface.
+//
 // All I/O goes through [Conns], which [Dial] opens on a real interface and a
 // test may replace with in-memory connections (see [Options.Dial]). The
 // per-packet decisions are pure functions of the frame bytes, the

@@ -69,3 +69,41 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeAnswer feeds arbitrary bytes to the decision Check and Probe
+// run on every frame while they wait for answers. It may not panic, and an
+// answer must name a unicast MAC that is not ours (our own would make a
+// node conflict with itself). The seeds under
+// testdata/fuzz/FuzzDecodeAnswer are the answers the lab sees: Linux's
+// reply to an ARP probe, its NA to a DAD probe, simultaneous probes.
+func FuzzDecodeAnswer(f *testing.F) {
+	for _, s := range [][]byte{
+		marshalARP(nil, 2, ourMAC, peerMAC, vip4, ourMAC, netip.IPv4Unspecified()),
+		marshalARP(nil, 1, broadcastMAC, peerMAC, netip.IPv4Unspecified(), zeroMAC, vip4),
+		gratuitousARP(peerMAC, vip4)[0],
+		unsolicitedNA(peerMAC, vip6),
+		nsFrame{src: netip.IPv6Unspecified(), target: vip6, noSourceLLA: true}.bytes(),
+		nsFrame{src: vip6, target: vip6}.bytes(),
+		{},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		for _, target := range []netip.Addr{vip4, vip6} {
+			kind, m := decodeAnswer(frame, ourMAC, target)
+			mac := net.HardwareAddr(m[:])
+			switch kind {
+			case answerNone:
+				if m != ([macLen]byte{}) {
+					t.Fatalf("%s: no answer, but MAC %s", target, mac)
+				}
+			case answerHolder, answerProbe:
+				if !isUnicastMAC(mac) || sameMAC(mac, ourMAC) {
+					t.Fatalf("%s: answer %v from MAC %s", target, kind, mac)
+				}
+			default:
+				t.Fatalf("%s: unknown answer kind %v", target, kind)
+			}
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"golang.org/x/time/rate"
 )
 
 // readErrorBackoff is how long a read loop waits after an unexpected socket
@@ -59,6 +60,14 @@ type responder struct {
 	// watched are addresses not announced here whose claimants are still
 	// reported (Announcer.SetWatched); never nil once started.
 	watched atomic.Pointer[addrSet]
+
+	// listeners are the checks and probes under way (see probe.go): an
+	// immutable slice replaced under lmu, loaded once per frame.
+	listeners atomic.Pointer[[]*listener]
+	lmu       sync.Mutex
+	// limiter bounds the question frames Check and Probe send here; set
+	// before start.
+	limiter *rate.Limiter
 
 	bursts map[netip.Addr]context.CancelFunc
 	groups map[netip.Addr]int // solicited-node group -> owned addresses in it
@@ -166,6 +175,9 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 			v = verdictIgnored // another interface of this node announcing
 		}
 		c.count(v)
+		if ls := r.listeners.Load(); ls != nil && len(*ls) > 0 {
+			r.hear(buf[:n], *ls)
+		}
 		switch v {
 		case verdictAnswer:
 			if r.send(conn, reply) {

@@ -34,6 +34,8 @@ type FamilyStats struct {
 	// Defences is the number of announcement frames sent to reclaim an
 	// address from such a claim (two per round for ARP, one for NDP).
 	Defences uint64
+	// Probes is the number of question frames Check and Probe sent.
+	Probes uint64
 }
 
 // Stats is a snapshot of the counters of every responder an Announcer has
@@ -47,7 +49,7 @@ type Stats struct {
 // responder of an Announcer shares one set, so that closing a responder never
 // makes a counter go backwards.
 type familyCounters struct {
-	requests, replies, gratuitous, refreshes, malformed, ignored, sendErrors, conflicts, defences atomic.Uint64
+	requests, replies, gratuitous, refreshes, malformed, ignored, sendErrors, conflicts, defences, probes atomic.Uint64
 }
 
 func (c *familyCounters) snapshot() FamilyStats {
@@ -61,6 +63,7 @@ func (c *familyCounters) snapshot() FamilyStats {
 		SendErrors: c.sendErrors.Load(),
 		Conflicts:  c.conflicts.Load(),
 		Defences:   c.defences.Load(),
+		Probes:     c.probes.Load(),
 	}
 }
 
