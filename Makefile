@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test ./speaker/layer2 -run '^$$' -fuzz '^FuzzDecodeAnswer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker/membership -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseAnnouncements$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./speaker -run '^$$' -fuzz '^FuzzDecodeReannounce$$' -fuzztime $(FUZZTIME)
 
 # Tier 2: against a real etcd + kube-apiserver (built once into .cache/,
 # which takes a few minutes on a fresh machine).

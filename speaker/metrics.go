@@ -20,6 +20,10 @@ type Metrics struct {
 	duplicates *prometheus.CounterVec
 	// conditionWrites counts ironlb.io/Announced conditions written.
 	conditionWrites prometheus.Counter
+	// Self-checks (selfcheck.go).
+	checks             prometheus.Counter
+	checkFailures      *prometheus.CounterVec
+	reannounceRequests prometheus.Counter
 }
 
 // NewMetrics registers the speaker's metrics in a new registry.
@@ -41,8 +45,15 @@ func NewMetrics() *Metrics {
 			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
 		conditionWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_speaker_condition_writes_total",
 			Help: "Writes of the ironlb.io/Announced Service condition by this node (server-side apply); one per change of who announces a Service."}),
+		checks: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_speaker_self_checks_total",
+			Help: "Questions this node asked the LAN to check that another node answers for the addresses it owns."}),
+		checkFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_self_check_failures_total",
+			Help: "Confirmed failed self-checks, by reason: NotAnswering (nobody answered) or WrongAnnouncer (only MACs other than the owner's did)."}, []string{"reason"}),
+		reannounceRequests: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_speaker_reannounce_requests_total",
+			Help: "Requests from other speakers, after a failed self-check, that this node re-announce an address it announces."}),
 	}
 	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates, m.conditionWrites,
+		m.checks, m.checkFailures, m.reannounceRequests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -74,6 +74,22 @@ type Options struct {
 	// ironlb.io/Announced condition (their names and MACs). Nil leaves
 	// them out of it.
 	Interfaces func() []net.Interface
+
+	// Check asks the LAN who answers for ip, on one of ifaces (nil: any
+	// interface this node answers on), and returns the MACs that did,
+	// this node's left out (layer2.Announcer.Check). Nil turns the
+	// self-checks (selfcheck.go) off.
+	Check func(ctx context.Context, ip netip.Addr, ifaces []string) ([]net.HardwareAddr, error)
+	// CheckInterval is how often a sample of other nodes' addresses is
+	// checked (default DefaultCheckInterval, jittered ±20 %); negative
+	// turns the checks off.
+	CheckInterval time.Duration
+	// CheckSample is how many addresses a round checks at most (default
+	// DefaultCheckSample).
+	CheckSample int
+	// AskOwner sends msg to the speaker on node (membership.Member.Send),
+	// to have it re-announce an address a check found unanswered.
+	AskOwner func(node string, msg []byte) error
 }
 
 // Speaker elects owners and drives the announcer.
@@ -119,6 +135,13 @@ type Speaker struct {
 
 	conds *condWriter
 
+	// announcing is what the announcer was last given; checkable the
+	// elected owners, since when, for the self-checks; requested when
+	// another speaker last asked this one to re-announce an address.
+	announcing map[netip.Addr][]string
+	checkable  map[netip.Addr]checkState
+	requested  map[netip.Addr]time.Time
+
 	dupMu       sync.Mutex
 	dupReported map[dupKey]time.Time // last report per address and claimant
 
@@ -127,8 +150,6 @@ type Speaker struct {
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
 	watched []netip.Addr // last given to the announcer's SetWatched
-	// announced is what the announcer was last given.
-	announced map[netip.Addr][]string
 }
 
 // New builds a speaker; Run starts it.
@@ -146,6 +167,8 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		drains:    map[netip.Addr]drain{},
 		handovers: map[netip.Addr]handover{},
 		foreign:   map[netip.Addr]foreignClaim{},
+		checkable: map[netip.Addr]checkState{},
+		requested: map[netip.Addr]time.Time{},
 
 		dupReported: map[dupKey]time.Time{},
 	}
@@ -244,6 +267,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	klog.FromContext(ctx).Info("Speaker started", "node", s.opts.NodeName)
 	go s.conds.run(ctx)
+	go s.checkLoop(ctx)
 	s.sync(ctx)
 	for {
 		select {
@@ -300,7 +324,7 @@ func (s *Speaker) sync(ctx context.Context) {
 			if owners[a.IP] != s.opts.NodeName {
 				delete(s.waiting, a.IP)
 				s.mu.Lock()
-				_, was := s.announced[a.IP]
+				_, was := s.announcing[a.IP]
 				d, until := s.draining(a.IP, was, owners[a.IP], members, now)
 				s.mu.Unlock()
 				if d {
@@ -343,7 +367,28 @@ func (s *Speaker) sync(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.announcer.SetOwned(announce)
-	s.announced = announce
+	s.mu.Lock()
+	s.announcing = announce
+	for ip := range s.checkable {
+		if _, ok := owners[ip]; !ok {
+			delete(s.checkable, ip)
+		}
+	}
+	for _, a := range addrs {
+		o, ok := owners[a.IP]
+		if !ok {
+			continue
+		}
+		if c, seen := s.checkable[a.IP]; !seen || c.owner != o {
+			s.checkable[a.IP] = checkState{owner: o, since: now, ifaces: interfacesFor(cfg, a.IP)}
+		}
+	}
+	for ip := range s.requested {
+		if _, ok := announce[ip]; !ok {
+			delete(s.requested, ip)
+		}
+	}
+	s.mu.Unlock()
 	s.metrics.owned.Set(float64(len(mine)))
 	s.mu.Lock()
 	watch, reannounce, next := s.settleSplits(time.Now(), mine)

@@ -133,8 +133,11 @@ type Announcer struct {
 	closed     bool
 	responders map[string]*responder // by interface name
 	want       []string              // the names last passed to SetInterfaces
-	owned      map[netip.Addr][]string
-	watched    addrSet
+	ifis       []net.Interface       // and the interfaces, for Recover
+	// recovered is when Recover last reopened each interface.
+	recovered map[string]time.Time
+	owned     map[netip.Addr][]string
+	watched   addrSet
 	// limiters bound the questions (Check, Probe) per interface; kept
 	// across reopened responders, so that reopening never resets a bound.
 	limiters map[string]*rate.Limiter
@@ -223,8 +226,11 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 	// sibling's first announcements for a foreign claim.
 	a.macs.Store(&macs)
 	a.want = a.want[:0]
+	a.ifis = a.ifis[:0]
 	for _, ifi := range ifis {
 		a.want = append(a.want, ifi.Name)
+		ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+		a.ifis = append(a.ifis, ifi)
 	}
 	for name, r := range a.responders {
 		w, ok := want[name]
@@ -271,6 +277,51 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RecoverEvery bounds how often Recover reopens one interface: a node
+// asked about many addresses at once reopens each interface once, and
+// re-announces the rest.
+const RecoverEvery = 5 * time.Second
+
+// Recover acts on another speaker's report that nobody answers for ip,
+// which this node owns: it reopens the responders ip is announced
+// through (at most once per RecoverEvery per interface; a reopened
+// responder announces every owned address, as at start) and re-announces
+// ip. A responder can look healthy and still not answer (a socket that
+// stopped delivering frames); reopening it is the one remedy that needs
+// no restart. Nothing happens for an address this node does not own.
+func (a *Announcer) Recover(ip netip.Addr) error {
+	a.mu.Lock()
+	ifaces, owned := a.owned[ip]
+	if !owned || a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	if a.recovered == nil {
+		a.recovered = map[string]time.Time{}
+	}
+	now := time.Now()
+	reopen := false
+	for name, r := range a.responders {
+		if len(ifaces) > 0 && !slices.Contains(ifaces, name) {
+			continue
+		}
+		if now.Sub(a.recovered[name]) < RecoverEvery {
+			continue
+		}
+		a.recovered[name] = now
+		r.broken.Store(true) // SetInterfaces reopens broken responders
+		reopen = true
+	}
+	ifis := slices.Clone(a.ifis)
+	a.mu.Unlock()
+	if reopen {
+		a.log.Info("Reopening responders after another speaker found an address unanswered", "ip", ip)
+		return a.SetInterfaces(ifis)
+	}
+	a.Reannounce(ip)
+	return nil
 }
 
 // Interfaces returns the interfaces that have a responder, by name: where

@@ -719,3 +719,54 @@ func TestAnnouncerHealthy(t *testing.T) {
 		return false
 	})
 }
+
+// TestAnnouncerRecover: a responder that runs but hears nothing is
+// reopened by Recover, which announces again through the new sockets; a
+// second request within RecoverEvery only re-announces; an address not
+// owned changes nothing.
+func TestAnnouncerRecover(t *testing.T) {
+	a, fn := newTestAnnouncer(t, []time.Duration{0}, "eth0")
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	waitFor(t, "eth0's announcement", func() bool { return len(eth0.arp.sent()) == 2 })
+	a.mu.Lock()
+	a.responders["eth0"].deaf.Store(true)
+	a.mu.Unlock()
+
+	if err := a.Recover(netip.MustParseAddr("198.51.100.250")); err != nil {
+		t.Fatal(err)
+	}
+	if fn.iface("eth0") != eth0 || eth0.arp.isClosed() {
+		t.Fatal("Recover of an address not owned reopened eth0")
+	}
+	if err := a.Recover(vip4); err != nil {
+		t.Fatal(err)
+	}
+	if !eth0.arp.isClosed() {
+		t.Fatal("the deaf responder's sockets are still open after Recover")
+	}
+	fresh := fn.iface("eth0")
+	if fresh == eth0 {
+		t.Fatal("eth0 was not reopened")
+	}
+	waitFor(t, "the reopened eth0's announcement", func() bool { return len(fresh.arp.sent()) == 2 })
+	a.mu.Lock()
+	deaf := a.responders["eth0"].deaf.Load()
+	a.mu.Unlock()
+	if deaf {
+		t.Error("the reopened responder is still deaf")
+	}
+	if err := a.Healthy(); err != nil {
+		t.Errorf("Healthy after Recover: %v", err)
+	}
+	// Again at once: no second reopen, one more announcement round.
+	if err := a.Recover(vip4); err != nil {
+		t.Fatal(err)
+	}
+	if fn.iface("eth0") != fresh {
+		t.Error("eth0 reopened twice within RecoverEvery")
+	}
+	waitFor(t, "the re-announcement", func() bool { return len(fresh.arp.sent()) >= 3 })
+}

@@ -48,6 +48,10 @@ type responder struct {
 	// broken is set when a socket stopped working underneath a running
 	// responder: it no longer answers on that interface.
 	broken atomic.Bool
+	// deaf drops every frame read, as a socket that silently stopped
+	// delivering would: the failure only the other speakers' self-checks
+	// can see. Set only by a test build's hook (testhooks.go).
+	deaf atomic.Bool
 
 	// claims carries conflicts from the read loops to defendLoop.
 	claims chan claim
@@ -161,6 +165,9 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 				return
 			case <-time.After(readErrorBackoff): // collected once fired (Go 1.23+)
 			}
+			continue
+		}
+		if r.deaf.Load() {
 			continue
 		}
 		v, reply, cl := decide(buf[:n], r.ifi.HardwareAddr, *r.owned.Load())

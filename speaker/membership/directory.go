@@ -102,12 +102,14 @@ func decodeMeta(b []byte) (macs [][macLen]byte, ok bool) {
 	return macs, true
 }
 
-// delegate publishes this member's metadata. memberlist requires the whole
-// Delegate interface; only NodeMeta is used, as the speakers exchange
-// nothing else through memberlist. memberlist calls NodeMeta from its own
-// goroutines, and SetMACs replaces the list, hence the atomic pointer.
+// delegate publishes this member's metadata and hands the messages other
+// members send it (Group.Send) to Config.OnMessage. memberlist requires
+// the whole Delegate interface; the rest is unused. memberlist calls
+// NodeMeta from its own goroutines, and SetMACs replaces the list, hence
+// the atomic pointer.
 type delegate struct {
-	macs atomic.Pointer[[]net.HardwareAddr]
+	macs      atomic.Pointer[[]net.HardwareAddr]
+	onMessage func([]byte)
 }
 
 var _ memberlist.Delegate = (*delegate)(nil)
@@ -119,8 +121,15 @@ func newDelegate(macs []net.HardwareAddr) *delegate {
 	return d
 }
 
-func (d *delegate) NodeMeta(limit int) []byte                { return encodeMeta(*d.macs.Load(), limit) }
-func (*delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) NodeMeta(limit int) []byte { return encodeMeta(*d.macs.Load(), limit) }
+
+// NotifyMsg runs on memberlist's packet handler: onMessage must not
+// block. memberlist reuses msg's buffer after the call, hence the copy.
+func (d *delegate) NotifyMsg(msg []byte) {
+	if d.onMessage != nil && len(msg) > 0 {
+		d.onMessage(slices.Clone(msg))
+	}
+}
 func (*delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (*delegate) LocalState(join bool) []byte                { return nil }
 func (*delegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -109,6 +110,18 @@ func (m *Member) Reconnect(ctx context.Context) error {
 	m.mu.Unlock()
 	_ = m.Rejoin(ctx)
 	return nil
+}
+
+// Send delivers msg to the member named to (Group.Send); while isolated
+// there is nobody to reach.
+func (m *Member) Send(to string, msg []byte) error {
+	m.mu.Lock()
+	g := m.g
+	m.mu.Unlock()
+	if g == nil {
+		return fmt.Errorf("%w: %q (this member is isolated)", ErrUnknownMember, to)
+	}
+	return g.Send(to, msg)
 }
 
 // Members is the current view; nil while isolated.

@@ -101,6 +101,12 @@ type Config struct {
 	// Directory, when set, learns the MACs every member publishes,
 	// including this one. May be nil.
 	Directory *Directory
+
+	// OnMessage receives the messages other members Send to this one
+	// (authenticated and encrypted by the cluster key like the rest of
+	// memberlist's traffic). It runs on memberlist's packet handler and
+	// must not block. May be nil.
+	OnMessage func(msg []byte)
 }
 
 // Group is this member's handle on the speaker cluster.
@@ -191,6 +197,7 @@ func New(cfg Config) (*Group, error) {
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
 	g.meta = newDelegate(cfg.MACs)
+	g.meta.onMessage = cfg.OnMessage
 	mc.Delegate = g.meta
 
 	ml, err := memberlist.Create(mc)
@@ -221,6 +228,24 @@ func (g *Group) Members() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// ErrUnknownMember is returned by Send for a name this member does not
+// see alive.
+var ErrUnknownMember = errors.New("membership: no such live member")
+
+// Send delivers msg to the member named to, best effort (one UDP packet,
+// which must fit memberlist's packet size), for its Config.OnMessage.
+func (g *Group) Send(to string, msg []byte) error {
+	for _, n := range g.ml.Members() {
+		if n.Name == to {
+			if err := g.ml.SendBestEffort(n, msg); err != nil {
+				return fmt.Errorf("membership: sending to %q: %w", to, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q", ErrUnknownMember, to)
 }
 
 // SetMACs replaces the MACs this member publishes (Config.MACs), for a

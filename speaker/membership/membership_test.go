@@ -451,3 +451,31 @@ func getenvDuration(t *testing.T, key string) time.Duration {
 	}
 	return d
 }
+
+// TestSend: a message sent to a live member reaches its OnMessage, intact
+// and from a copied buffer; a name nobody answers to is an error.
+func TestSend(t *testing.T) {
+	logger := testLogger(t, nil)
+	nets := []*cutTransport{newCutTransport(t, logger), newCutTransport(t, logger)}
+	peers := []string{nets[0].addr(), nets[1].addr()}
+	got := make(chan []byte, 4)
+	a := newMember(t, "a", Config{Peers: peers, Logger: logger, Transport: nets[0]})
+	b := newMember(t, "b", Config{Peers: peers, Logger: logger, Transport: nets[1], OnMessage: func(m []byte) { got <- m }})
+	rejoinAll(t, []*member{a, b})
+
+	msg := []byte(`{"reannounce":"198.51.100.100"}`)
+	if err := a.Send("b", msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m) != string(msg) {
+			t.Errorf("b received %q, want %q", m, msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b received nothing within 5 s")
+	}
+	if err := a.Send("nobody", msg); !errors.Is(err, ErrUnknownMember) {
+		t.Errorf("Send to an unknown member: %v, want ErrUnknownMember", err)
+	}
+}

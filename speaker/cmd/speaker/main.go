@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -53,6 +54,8 @@ func run(args []string) int {
 	metricsAddr := fs.String("metrics-addr", ":7474", "address for /metrics; empty disables")
 	healthAddr := fs.String("health-addr", ":7475", "address for /healthz and /readyz; empty disables")
 	refresh := fs.Duration("refresh-interval", layer2.DefaultRefresh, "announce each owned address again this often (±10 %), so switch MAC tables do not age out while clients keep their ARP entries; 0 turns it off")
+	checkInterval := fs.Duration("check-interval", speaker.DefaultCheckInterval, "how often (±20 %) to check that the owners of a sample of other nodes' addresses answer ARP/NDP for them (NotAnswering/WrongAnnouncer Events); 0 turns the checks off")
+	checkSample := fs.Int("check-sample", speaker.DefaultCheckSample, "addresses owned by other nodes checked per round at most (one ARP request or Neighbor Solicitation each, two when the first gets no answer from the owner)")
 	profiling := fs.Bool("profiling", false, "also serve Go's runtime profiles under /debug/pprof/ on --metrics-addr")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -63,6 +66,10 @@ func run(args []string) int {
 	klogFlags.Set("v", *verbosity)
 	if *refresh < 0 {
 		fmt.Fprintf(os.Stderr, "speaker: --refresh-interval=%v: want a positive duration, or 0 to turn refreshing off\n", *refresh)
+		return 2
+	}
+	if *checkInterval < 0 || *checkSample < 1 {
+		fmt.Fprintf(os.Stderr, "speaker: --check-interval=%v --check-sample=%d: want a positive interval (or 0 to turn the checks off) and a sample of at least 1\n", *checkInterval, *checkSample)
 		return 2
 	}
 	if *nodeName == "" {
@@ -164,20 +171,36 @@ func run(args []string) int {
 	}
 	metrics := speaker.NewMetrics()
 	registerLayer2(metrics.Registry, ann)
+	checkOpt := *checkInterval
+	if checkOpt == 0 {
+		checkOpt = -1 // speaker: negative is off, zero the default
+	}
+	// The speaker asks owners through memberlist, which starts after it.
+	var memberRef atomic.Pointer[membership.Member]
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
 		LocalServing: proxyServes(self), MACOwner: dir.NodeOf, Interfaces: ann.Interfaces,
+		Check: checkLAN(ann), CheckInterval: checkOpt, CheckSample: *checkSample,
+		AskOwner: func(node string, msg []byte) error {
+			if m := memberRef.Load(); m != nil {
+				return m.Send(node, msg)
+			}
+			return errors.New("memberlist is not running yet")
+		},
 	})
 	mcfg := membership.Config{
 		Name: *nodeName, BindAddr: self, BindPort: *bindPort, AdvertiseAddr: self,
 		Peers: peerList, Key: key, Logger: logger.WithName("memberlist"), OnChange: sp.MembersChanged,
 		MACs: macs, Directory: dir,
+		OnMessage: func(msg []byte) { sp.HandleMessage(runCtx, msg) },
 	}
 	member, err := membership.NewMember(mcfg)
 	if err != nil {
 		logger.Error(err, "Cannot start memberlist", "bind", net.JoinHostPort(self, strconv.Itoa(*bindPort)))
 		return 1
 	}
+	memberRef.Store(member)
+	testHooks(runCtx, ann, logger)
 	done := make(chan struct{})
 	go func() { defer close(done); sp.Run(runCtx) }()
 	metricsMux := http.NewServeMux()
@@ -325,6 +348,31 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 // another speaker without flapping.
 func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
 func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
+
+// Recover acts on another speaker's report that ip goes unanswered.
+func (a announcer) Recover(ip netip.Addr) error { return a.a.Recover(ip) }
+
+// checkLAN asks the LAN who answers for ip on the first of ifaces (nil:
+// every interface this node answers on) that can ask for ip's family.
+func checkLAN(ann *layer2.Announcer) func(context.Context, netip.Addr, []string) ([]net.HardwareAddr, error) {
+	return func(ctx context.Context, ip netip.Addr, ifaces []string) ([]net.HardwareAddr, error) {
+		var errs []error
+		for _, ifi := range ann.Interfaces() {
+			if len(ifaces) > 0 && !slices.Contains(ifaces, ifi.Name) {
+				continue
+			}
+			macs, err := ann.Check(ctx, ip, ifi.Name)
+			if err == nil {
+				return macs, nil
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("no interface to check %s on", ip)
+		}
+		return nil, errors.Join(errs...)
+	}
+}
 
 // addresses picks this speaker's memberlist address and its peers.
 func addresses(ctx context.Context, client kubernetes.Interface, node, bind, peers string, port int) (string, []string, error) {
