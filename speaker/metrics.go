@@ -18,6 +18,13 @@ type Metrics struct {
 	// and a label per MAC would let one host grow the series without
 	// bound; the Events and log lines name them.
 	duplicates *prometheus.CounterVec
+	// addressConflicts counts distinct conflicts found by probing a new
+	// address (one per answering MAC per conflict, not per probe), by
+	// address; heldBack is how many addresses wait for the conflict to
+	// clear; probes is how long each probe took.
+	addressConflicts *prometheus.CounterVec
+	heldBack         prometheus.Gauge
+	probes           prometheus.Histogram
 }
 
 // NewMetrics registers the speaker's metrics in a new registry.
@@ -38,6 +45,14 @@ func NewMetrics() *Metrics {
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_duplicate_announcer_total",
 			Help: "Frames in which another MAC (a foreign host or another speaker) announced an address this node announces, or stepped back from in a split brain."}, []string{"address"}),
 	}
+	m.addressConflicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_address_conflicts_total",
+		Help: "Conflicts found by probing an address before its first announcement: another host (not a speaker) answered; one per answering MAC per conflict."}, []string{"address"})
+	m.heldBack = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_addresses_held_back",
+		Help: "Addresses this node should announce but holds back because another host on the LAN answered their probe."})
+	m.probes = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ironlb_speaker_probe_seconds",
+		Help:    "Time each probe of a new address took (RFC 5227 ARP probes, IPv6 DAD): the extra latency of a first announcement.",
+		Buckets: []float64{0.01, 0.1, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 1, 2, 5}})
+	m.Registry.MustRegister(m.addressConflicts, m.heldBack, m.probes)
 	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -113,6 +113,10 @@ type Speaker struct {
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
 	watched []netip.Addr // last given to the announcer's SetWatched
+
+	// probes holds new addresses back until a probe finds them free
+	// (conflict.go); nil when the announcer cannot probe.
+	probes *probeGuard
 }
 
 // New builds a speaker; Run starts it.
@@ -129,6 +133,9 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		splits:  map[netip.Addr]split{},
 
 		dupReported: map[dupKey]time.Time{},
+	}
+	if p, ok := announcer.(Prober); ok {
+		s.probes = newProbeGuard(p, s.foreignMAC, s.Kick, s.reportConflict, s.metrics)
 	}
 	if s.opts.LocalServingWait <= 0 {
 		s.opts.LocalServingWait = 5 * time.Second
@@ -274,6 +281,9 @@ func (s *Speaker) sync(ctx context.Context) {
 				held = true
 				continue
 			}
+			if !s.probeGate(ctx, a.IP, interfacesFor(cfg, a.IP)) {
+				continue
+			}
 			mine[a.IP] = interfacesFor(cfg, a.IP)
 		}
 	}
@@ -282,6 +292,7 @@ func (s *Speaker) sync(ctx context.Context) {
 			delete(s.waiting, ip)
 		}
 	}
+	s.probesSynced(addrs)
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
 	s.mu.Lock()
@@ -312,7 +323,7 @@ func (s *Speaker) sync(ctx context.Context) {
 		if had && prev == owner {
 			continue
 		}
-		if _, wait := s.waiting[ip]; wait {
+		if _, wait := s.waiting[ip]; wait || s.probeHolding(ip) {
 			// Not announced yet: keep the old owner on record so that the
 			// next sync still sees a handover, and the Event waits too.
 			owners[ip] = prev

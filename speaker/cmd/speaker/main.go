@@ -326,6 +326,12 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
 func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
 
+// Probe lets the speaker check that nobody on the LAN uses a new address
+// before its first announcement (RFC 5227, IPv6 DAD).
+func (a announcer) Probe(ctx context.Context, ip netip.Addr, ifaces []string) ([]net.HardwareAddr, error) {
+	return a.a.Probe(ctx, ip, ifaces)
+}
+
 // addresses picks this speaker's memberlist address and its peers.
 func addresses(ctx context.Context, client kubernetes.Interface, node, bind, peers string, port int) (string, []string, error) {
 	var nodeIPs map[string]string
