@@ -434,6 +434,7 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
 		{"conflicts_total", "Frames in which another MAC claimed an address this node announces.", func(s layer2.FamilyStats) uint64 { return s.Conflicts }},
 		{"defences_total", "Gratuitous ARP / unsolicited NA frames sent to reclaim an address from such a claim.", func(s layer2.FamilyStats) uint64 { return s.Defences }},
+		{"probes_total", "ARP probes and requests / Neighbor Solicitations sent to ask who holds an address (probes of new addresses, checks).", func(s layer2.FamilyStats) uint64 { return s.Probes }},
 	}
 	for _, f := range fields {
 		for _, fam := range []string{"arp", "ndp"} {
