@@ -41,7 +41,9 @@ func TestAddressConflict(t *testing.T) {
 			args = append(args, "nodad")
 		}
 		lab(t, args...)
-		t.Cleanup(func() { tryCmd("", nil, "bash", "hack/lab.sh", "exec", "client", "ip", "addr", "del", a, "dev", "eth0") })
+		t.Cleanup(func() {
+			tryCmd("", nil, "bash", "hack/lab.sh", "exec", "client", "ip", "addr", "del", a, "dev", "eth0")
+		})
 	}
 
 	ns := namespace(t, "e2e-conflict")
