@@ -6,13 +6,16 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -100,13 +103,16 @@ func newProbeGuard(p Prober, foreign func(net.HardwareAddr) bool, kick func(), r
 // speaker started counts as announced before: after a restart this node
 // may be taking back what it served before, and a probe would leave it
 // dark for 0.7 s.
-func (g *probeGuard) gate(ctx context.Context, ip netip.Addr, ifaces []string, takeover bool) bool {
+//
+// conflicted is true when the Services' status says ip was held back for
+// a conflict (heldForConflict): probed even on the first sync.
+func (g *probeGuard) gate(ctx context.Context, ip netip.Addr, ifaces []string, takeover, conflicted bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.asked[ip] = true
 	p := g.probing[ip]
 	switch {
-	case !g.primed || g.known[ip] || takeover:
+	case g.known[ip] || takeover || (!g.primed && !conflicted):
 		if p != nil {
 			// Taken over meanwhile: whoever announced it has it.
 			p.cancel()
@@ -142,13 +148,17 @@ func (g *probeGuard) holding(ip netip.Addr) bool {
 // announce (gone, elected elsewhere, isolated) stop, and addresses no
 // longer assigned are forgotten, so that one assigned again later, to
 // another Service, is probed again.
-func (g *probeGuard) synced(assigned []election.Address) {
+//
+// On the first sync, every assigned address counts as announced before,
+// except those in conflicted: held back for a conflict before this
+// speaker (re)started, as the Services' status says.
+func (g *probeGuard) synced(assigned []election.Address, conflicted map[netip.Addr]bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := make(map[netip.Addr]bool, len(assigned))
 	for _, a := range assigned {
 		now[a.IP] = true
-		if !g.primed {
+		if !g.primed && !conflicted[a.IP] {
 			g.known[a.IP] = true
 		}
 	}
@@ -263,12 +273,13 @@ func (g *probeGuard) run(ctx context.Context, ip netip.Addr, ifaces []string, p 
 // probeGate is the sync loop's question for ip, which this node is
 // elected to announce: may it announce it now? Always yes without a
 // Prober.
-func (s *Speaker) probeGate(ctx context.Context, ip netip.Addr, ifaces []string) bool {
+func (s *Speaker) probeGate(ctx context.Context, ip netip.Addr, ifaces []string, svcs []*corev1.Service) bool {
 	if s.probes == nil {
 		return true
 	}
 	prev, had := s.owners[ip]
-	return s.probes.gate(ctx, ip, ifaces, had && prev != "" && prev != s.opts.NodeName)
+	conflicted := !s.probes.isPrimed() && slices.ContainsFunc(svcs, func(svc *corev1.Service) bool { return heldForConflict(svc, ip) })
+	return s.probes.gate(ctx, ip, ifaces, had && prev != "" && prev != s.opts.NodeName, conflicted)
 }
 
 // probeHolding reports whether ip waits for a probe (the sync loop then
@@ -278,10 +289,44 @@ func (s *Speaker) probeHolding(ip netip.Addr) bool {
 }
 
 // probesSynced ends a sync for the probes (see probeGuard.synced).
-func (s *Speaker) probesSynced(assigned []election.Address) {
-	if s.probes != nil {
-		s.probes.synced(assigned)
+func (s *Speaker) probesSynced(assigned []election.Address, users map[netip.Addr][]*corev1.Service) {
+	if s.probes == nil {
+		return
 	}
+	var conflicted map[netip.Addr]bool
+	if !s.probes.isPrimed() {
+		conflicted = map[netip.Addr]bool{}
+		for ip, svcs := range users {
+			if slices.ContainsFunc(svcs, func(svc *corev1.Service) bool { return heldForConflict(svc, ip) }) {
+				conflicted[ip] = true
+			}
+		}
+	}
+	s.probes.synced(assigned, conflicted)
+}
+
+// heldForConflict reports whether svc's ironlb.io/Announced condition says
+// ip was held back for an address conflict: False with reason
+// AddressConflict, and a message naming ip (or none of the Service's
+// addresses, when it cannot tell which). A restarted speaker probes such
+// an address again instead of announcing it as one served before.
+func heldForConflict(svc *corev1.Service, ip netip.Addr) bool {
+	for _, c := range svc.Status.Conditions {
+		if c.Type != api.ConditionAnnounced || c.Status != metav1.ConditionFalse || c.Reason != api.ReasonAddressConflict {
+			continue
+		}
+		if strings.Contains(c.Message, ip.String()) {
+			return true
+		}
+		return !slices.ContainsFunc(controller.IngressIPs(svc), func(a netip.Addr) bool { return strings.Contains(c.Message, a.String()) })
+	}
+	return false
+}
+
+func (g *probeGuard) isPrimed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.primed
 }
 
 // Conflicts returns the addresses this node is elected to announce but

@@ -12,7 +12,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ironlb/ironlb/api"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -130,16 +133,16 @@ var (
 func TestProbeGuardFreshAddress(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
-	if !r.g.gate(ctx, oldIP, nil, false) {
+	if !r.g.gate(ctx, oldIP, nil, false, false) {
 		t.Fatal("an address assigned at start was held back")
 	}
-	r.g.synced(assigned(oldIP))
+	r.g.synced(assigned(oldIP), nil)
 	r.noCall()
 
-	if r.g.gate(ctx, newIP6, []string{"eth1"}, false) {
+	if r.g.gate(ctx, newIP6, []string{"eth1"}, false, false) {
 		t.Fatal("a new address was announced before its probe")
 	}
-	r.g.synced(assigned(oldIP, newIP6))
+	r.g.synced(assigned(oldIP, newIP6), nil)
 	if !r.g.holding(newIP6) {
 		t.Error("holding = false during the probe")
 	}
@@ -147,17 +150,17 @@ func TestProbeGuardFreshAddress(t *testing.T) {
 	if diff := cmp.Diff([]string{"eth1"}, c.ifaces); diff != "" {
 		t.Errorf("probed interfaces (-want +got):\n%s", diff)
 	}
-	if r.g.gate(ctx, newIP6, []string{"eth1"}, false) {
+	if r.g.gate(ctx, newIP6, []string{"eth1"}, false, false) {
 		t.Fatal("announced while the probe runs")
 	}
 	// Another speaker answering is no conflict.
 	c.reply <- []net.HardwareAddr{speakerMAC}
 	r.kicked()
-	if !r.g.gate(ctx, newIP6, []string{"eth1"}, false) {
+	if !r.g.gate(ctx, newIP6, []string{"eth1"}, false, false) {
 		t.Fatal("held back after a probe only a speaker answered")
 	}
-	r.g.synced(assigned(oldIP, newIP6))
-	if r.g.holding(newIP6) || !r.g.gate(ctx, newIP6, nil, false) || !r.g.gate(ctx, oldIP, nil, false) {
+	r.g.synced(assigned(oldIP, newIP6), nil)
+	if r.g.holding(newIP6) || !r.g.gate(ctx, newIP6, nil, false, false) || !r.g.gate(ctx, oldIP, nil, false, false) {
 		t.Error("an announced address is held back again")
 	}
 	r.noCall()
@@ -170,13 +173,13 @@ func TestProbeGuardFreshAddress(t *testing.T) {
 	}
 
 	// Released, then assigned again (to another Service): probed again.
-	r.g.synced(assigned(oldIP))
-	if r.g.gate(ctx, newIP6, nil, false) {
+	r.g.synced(assigned(oldIP), nil)
+	if r.g.gate(ctx, newIP6, nil, false, false) {
 		t.Error("a re-assigned address was announced without a probe")
 	}
 	r.call(newIP6).reply <- nil
 	r.kicked()
-	if !r.g.gate(ctx, newIP6, nil, false) {
+	if !r.g.gate(ctx, newIP6, nil, false, false) {
 		t.Error("held back after a probe nobody answered")
 	}
 }
@@ -184,24 +187,24 @@ func TestProbeGuardFreshAddress(t *testing.T) {
 // TestProbeGuardTakeover: a failover or handover is never probed.
 func TestProbeGuardTakeover(t *testing.T) {
 	r := newGuardRig(t)
-	r.g.synced(nil)
+	r.g.synced(nil, nil)
 	s := &Speaker{opts: Options{NodeName: "n1"}, owners: map[netip.Addr]string{newIP: "n2"}, probes: r.g}
-	if !s.probeGate(t.Context(), newIP, nil) {
+	if !s.probeGate(t.Context(), newIP, nil, nil) {
 		t.Error("a takeover from n2 was held back")
 	}
 	s.owners[newIP6] = ""
-	if s.probeGate(t.Context(), newIP6, nil) {
+	if s.probeGate(t.Context(), newIP6, nil, nil) {
 		t.Error("an address nobody could announce before was not probed")
 	}
 	r.call(newIP6).reply <- nil
 	r.noCall()
 	// A probe overtaken by a takeover stops.
-	if s.probeGate(t.Context(), oldIP, nil) {
+	if s.probeGate(t.Context(), oldIP, nil, nil) {
 		t.Fatal("a new address was not probed")
 	}
 	c := r.call(oldIP)
 	s.owners[oldIP] = "n3"
-	if !s.probeGate(t.Context(), oldIP, nil) {
+	if !s.probeGate(t.Context(), oldIP, nil, nil) {
 		t.Error("held back after a takeover")
 	}
 	<-c.ctx.Done()
@@ -209,7 +212,7 @@ func TestProbeGuardTakeover(t *testing.T) {
 		t.Error("still holding after a takeover")
 	}
 	// Without a prober, nothing is held back.
-	if !(&Speaker{owners: map[netip.Addr]string{}}).probeGate(t.Context(), newIP, nil) {
+	if !(&Speaker{owners: map[netip.Addr]string{}}).probeGate(t.Context(), newIP, nil, nil) {
 		t.Error("held back without a prober")
 	}
 }
@@ -221,8 +224,8 @@ func TestProbeGuardTakeover(t *testing.T) {
 func TestProbeGuardConflict(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
-	r.g.synced(nil)
-	if r.g.gate(ctx, newIP, nil, false) {
+	r.g.synced(nil, nil)
+	if r.g.gate(ctx, newIP, nil, false, false) {
 		t.Fatal("announced before the probe")
 	}
 	for i, answer := range [][]net.HardwareAddr{{hostMAC}, {speakerMAC, hostMAC}, {hostMAC}, {host2MAC}} {
@@ -232,10 +235,10 @@ func TestProbeGuardConflict(t *testing.T) {
 		}
 		foreign := answer[len(answer)-1]
 		waitUntil(t, "the conflict is recorded", func() bool { return r.g.conflicts()[newIP].String() == foreign.String() })
-		if r.g.gate(ctx, newIP, nil, false) {
+		if r.g.gate(ctx, newIP, nil, false, false) {
 			t.Fatalf("announced during the conflict (answer %d)", i)
 		}
-		r.g.synced(assigned(newIP))
+		r.g.synced(assigned(newIP), nil)
 	}
 	// The next re-probe comes after the last answer was fully handled.
 	last := r.call(newIP)
@@ -259,10 +262,10 @@ func TestProbeGuardConflict(t *testing.T) {
 	if len(r.g.conflicts()) != 0 {
 		t.Errorf("conflicts after the address came free: %v", r.g.conflicts())
 	}
-	if !r.g.gate(ctx, newIP, nil, false) {
+	if !r.g.gate(ctx, newIP, nil, false, false) {
 		t.Fatal("held back after the address came free")
 	}
-	r.g.synced(assigned(newIP))
+	r.g.synced(assigned(newIP), nil)
 	if got := value(t, r.g.metrics.heldBack); got != 0 {
 		t.Errorf("held-back gauge %v, want 0", got)
 	}
@@ -274,13 +277,13 @@ func TestProbeGuardConflict(t *testing.T) {
 func TestProbeGuardAbandoned(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
-	r.g.synced(nil)
-	r.g.gate(ctx, newIP, nil, false)
-	r.g.synced(assigned(newIP))
+	r.g.synced(nil, nil)
+	r.g.gate(ctx, newIP, nil, false, false)
+	r.g.synced(assigned(newIP), nil)
 	r.call(newIP).reply <- []net.HardwareAddr{hostMAC}
 	waitUntil(t, "the conflict is recorded", func() bool { return len(r.g.conflicts()) == 1 })
-	c := r.call(newIP)          // the re-probe
-	r.g.synced(assigned(newIP)) // not gated: elected elsewhere
+	c := r.call(newIP)               // the re-probe
+	r.g.synced(assigned(newIP), nil) // not gated: elected elsewhere
 	<-c.ctx.Done()
 	if r.g.holding(newIP) || len(r.g.conflicts()) != 0 {
 		t.Error("an abandoned address is still held")
@@ -327,4 +330,52 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 		return d.GetGauge().GetValue()
 	}
 	return d.GetCounter().GetValue()
+}
+
+// TestProbeGuardRestartInConflict: a speaker starting while a Service's
+// status says its address was held back for a conflict probes that
+// address instead of announcing it as one served before; the Service's
+// other address, and other Services' addresses, are announced at once.
+func TestProbeGuardRestartInConflict(t *testing.T) {
+	r := newGuardRig(t)
+	svc := func(msg string, status metav1.ConditionStatus, reason string, ips ...string) *corev1.Service {
+		s := &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer}}
+		for _, ip := range ips {
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+		}
+		s.Status.Conditions = []metav1.Condition{{Type: api.ConditionAnnounced, Status: status, Reason: reason, Message: msg}}
+		return s
+	}
+	held := svc("198.51.100.101 is in use by MAC 02:aa:00:00:00:01", metav1.ConditionFalse, api.ReasonAddressConflict, "198.51.100.101", "2001:db8:100::101")
+	vague := svc("an address is in use on the LAN", metav1.ConditionFalse, api.ReasonAddressConflict, "198.51.100.102")
+	for _, tc := range []struct {
+		svc  *corev1.Service
+		ip   string
+		want bool
+	}{
+		{held, "198.51.100.101", true},
+		{held, "2001:db8:100::101", false},
+		{vague, "198.51.100.102", true},
+		{svc("198.51.100.100 by n1", metav1.ConditionTrue, api.ReasonAnnounced, "198.51.100.100"), "198.51.100.100", false},
+		{svc("198.51.100.100", metav1.ConditionFalse, api.ReasonDuplicateAnnouncer, "198.51.100.100"), "198.51.100.100", false},
+	} {
+		if got := heldForConflict(tc.svc, netip.MustParseAddr(tc.ip)); got != tc.want {
+			t.Errorf("heldForConflict(%s, %q) = %v, want %v", tc.ip, tc.svc.Status.Conditions[0].Message, got, tc.want)
+		}
+	}
+
+	s := &Speaker{opts: Options{NodeName: "n1"}, owners: map[netip.Addr]string{}, probes: r.g}
+	users := map[netip.Addr][]*corev1.Service{newIP: {held}, newIP6: {held}, oldIP: {svc("", metav1.ConditionTrue, api.ReasonAnnounced, oldIP.String())}}
+	if s.probeGate(t.Context(), newIP, nil, users[newIP]) {
+		t.Error("an address held for a conflict before the restart was announced without a probe")
+	}
+	if !s.probeGate(t.Context(), newIP6, nil, users[newIP6]) || !s.probeGate(t.Context(), oldIP, nil, users[oldIP]) {
+		t.Error("an address served before the restart was held back")
+	}
+	s.probesSynced(assigned(newIP, newIP6, oldIP), users)
+	r.call(newIP).reply <- []net.HardwareAddr{hostMAC}
+	waitUntil(t, "the conflict is recorded", func() bool { return len(s.Conflicts()) == 1 })
+	if diff := cmp.Diff(map[netip.Addr]net.HardwareAddr{newIP: hostMAC}, s.Conflicts()); diff != "" {
+		t.Errorf("Conflicts (-want +got):\n%s", diff)
+	}
 }

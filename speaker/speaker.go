@@ -281,7 +281,7 @@ func (s *Speaker) sync(ctx context.Context) {
 				held = true
 				continue
 			}
-			if !s.probeGate(ctx, a.IP, interfacesFor(cfg, a.IP)) {
+			if !s.probeGate(ctx, a.IP, interfacesFor(cfg, a.IP), users[a.IP]) {
 				continue
 			}
 			mine[a.IP] = interfacesFor(cfg, a.IP)
@@ -292,7 +292,7 @@ func (s *Speaker) sync(ctx context.Context) {
 			delete(s.waiting, ip)
 		}
 	}
-	s.probesSynced(addrs)
+	s.probesSynced(addrs, users)
 	s.announcer.SetOwned(mine)
 	s.metrics.owned.Set(float64(len(mine)))
 	s.mu.Lock()
