@@ -62,7 +62,7 @@ const foreignClaimFor = duplicateReportEvery
 // MACs) this node announces ip on; foreign reports addresses claimed by a
 // host that is not a speaker.
 func announceCondition(self string, svc *corev1.Service, owners map[netip.Addr]string, members []string,
-	local func(ip netip.Addr) (names, macs []string), foreign func(ip netip.Addr) string) (*condition, bool) {
+	local func(ip netip.Addr) (names, macs []string), foreign, conflict func(ip netip.Addr) string) (*condition, bool) {
 	ips := controller.IngressIPs(svc)
 	if len(ips) == 0 {
 		return nil, false
@@ -97,6 +97,18 @@ func announceCondition(self string, svc *corev1.Service, owners map[netip.Addr]s
 		return &condition{metav1.ConditionFalse, api.ReasonNoEligibleNode, fmt.Sprintf(
 			"no live speaker may announce %s (%d speakers alive): check the pool's node-selectors, that the nodes are Ready and not labelled %s, and for externalTrafficPolicy Local that a ready endpoint runs on a node with a speaker",
 			strings.Join(orphans, ", "), len(members), api.LabelExcludeFromLB)}, true
+	}
+	if conflict != nil {
+		for _, ip := range ips {
+			if owners[ip] != self {
+				continue
+			}
+			if mac := conflict(ip); mac != "" {
+				return &condition{metav1.ConditionFalse, api.ReasonAddressConflict, fmt.Sprintf(
+					"address %s is in use on the LAN by MAC %s, which answered node %s's probe; no node announces it until that host releases it (ironlb probes again every 1-30 s); find the host with that MAC and remove the address from it, or give the Service another address",
+					ip, mac, self)}, true
+			}
+		}
 	}
 	if foreign != nil {
 		for _, ip := range ips {

@@ -24,6 +24,13 @@ type Metrics struct {
 	checks             prometheus.Counter
 	checkFailures      *prometheus.CounterVec
 	reannounceRequests prometheus.Counter
+	// addressConflicts counts distinct conflicts found by probing a new
+	// address (one per answering MAC per conflict, not per probe), by
+	// address; heldBack is how many addresses wait for the conflict to
+	// clear; probes is how long each probe took.
+	addressConflicts *prometheus.CounterVec
+	heldBack         prometheus.Gauge
+	probes           prometheus.Histogram
 }
 
 // NewMetrics registers the speaker's metrics in a new registry.
@@ -52,6 +59,14 @@ func NewMetrics() *Metrics {
 		reannounceRequests: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_speaker_reannounce_requests_total",
 			Help: "Requests from other speakers, after a failed self-check, that this node re-announce an address it announces."}),
 	}
+	m.addressConflicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_speaker_address_conflicts_total",
+		Help: "Conflicts found by probing an address before its first announcement: another host (not a speaker) answered; one per answering MAC per conflict."}, []string{"address"})
+	m.heldBack = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_speaker_addresses_held_back",
+		Help: "Addresses this node should announce but holds back because another host on the LAN answered their probe."})
+	m.probes = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ironlb_speaker_probe_seconds",
+		Help:    "Time each probe of a new address took (RFC 5227 ARP probes, IPv6 DAD): the extra latency of a first announcement.",
+		Buckets: []float64{0.01, 0.1, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 1, 2, 5}})
+	m.Registry.MustRegister(m.addressConflicts, m.heldBack, m.probes)
 	m.Registry.MustRegister(m.owned, m.members, m.failover, m.failovers, m.duplicates, m.conditionWrites,
 		m.checks, m.checkFailures, m.reannounceRequests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

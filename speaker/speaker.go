@@ -150,6 +150,10 @@ type Speaker struct {
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
 	watched []netip.Addr // last given to the announcer's SetWatched
+
+	// probes holds new addresses back until a probe finds them free
+	// (conflict.go); nil when the announcer cannot probe.
+	probes *probeGuard
 }
 
 // New builds a speaker; Run starts it.
@@ -171,6 +175,9 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		requested: map[netip.Addr]time.Time{},
 
 		dupReported: map[dupKey]time.Time{},
+	}
+	if p, ok := announcer.(Prober); ok {
+		s.probes = newProbeGuard(p, s.foreignMAC, s.Kick, s.reportConflict, s.metrics)
 	}
 	if s.opts.LocalServingWait <= 0 {
 		s.opts.LocalServingWait = 5 * time.Second
@@ -348,6 +355,9 @@ func (s *Speaker) sync(ctx context.Context) {
 				held = true
 				continue
 			}
+			if !s.probeGate(ctx, a.IP, interfacesFor(cfg, a.IP), users[a.IP]) {
+				continue
+			}
 			mine[a.IP] = interfacesFor(cfg, a.IP)
 			announce[a.IP] = mine[a.IP]
 		}
@@ -366,6 +376,7 @@ func (s *Speaker) sync(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	s.probesSynced(addrs, users)
 	s.announcer.SetOwned(announce)
 	s.mu.Lock()
 	s.announcing = announce
@@ -420,7 +431,7 @@ func (s *Speaker) sync(ctx context.Context) {
 		if had && prev == owner {
 			continue
 		}
-		if _, wait := s.waiting[ip]; wait {
+		if _, wait := s.waiting[ip]; wait || s.probeHolding(ip) {
 			// Not announced yet: keep the old owner on record so that the
 			// next sync still sees a handover, and the Event waits too.
 			owners[ip] = prev
@@ -487,10 +498,18 @@ func (s *Speaker) updateConditions(cfg *config.Config, owners map[netip.Addr]str
 	if len(members) > 0 {
 		first = slices.Min(members)
 	}
+	conflicts := s.Conflicts()
 	svcs, _ := s.services.List(labels.Everything())
 	for _, svc := range svcs {
 		if controller.Ours(svc, s.opts.LBClass) && len(controller.IngressIPs(svc)) > 0 {
-			if c, mine := announceCondition(s.opts.NodeName, svc, owners, members, local, func(ip netip.Addr) string { return foreign[ip] }); mine {
+			if c, mine := announceCondition(s.opts.NodeName, svc, owners, members, local,
+				func(ip netip.Addr) string { return foreign[ip] },
+				func(ip netip.Addr) string {
+					if mac, ok := conflicts[ip]; ok {
+						return mac.String()
+					}
+					return ""
+				}); mine {
 				s.conds.set(svc, c)
 			}
 			continue

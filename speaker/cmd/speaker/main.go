@@ -374,6 +374,12 @@ func checkLAN(ann *layer2.Announcer) func(context.Context, netip.Addr, []string)
 	}
 }
 
+// Probe lets the speaker check that nobody on the LAN uses a new address
+// before its first announcement (RFC 5227, IPv6 DAD).
+func (a announcer) Probe(ctx context.Context, ip netip.Addr, ifaces []string) ([]net.HardwareAddr, error) {
+	return a.a.Probe(ctx, ip, ifaces)
+}
+
 // addresses picks this speaker's memberlist address and its peers.
 func addresses(ctx context.Context, client kubernetes.Interface, node, bind, peers string, port int) (string, []string, error) {
 	var nodeIPs map[string]string
@@ -476,6 +482,7 @@ func registerLayer2(reg *prometheus.Registry, ann *layer2.Announcer) {
 		{"send_errors_total", "Frames the socket refused to send.", func(s layer2.FamilyStats) uint64 { return s.SendErrors }},
 		{"conflicts_total", "Frames in which another MAC claimed an address this node announces.", func(s layer2.FamilyStats) uint64 { return s.Conflicts }},
 		{"defences_total", "Gratuitous ARP / unsolicited NA frames sent to reclaim an address from such a claim.", func(s layer2.FamilyStats) uint64 { return s.Defences }},
+		{"probes_total", "ARP probes and requests / Neighbor Solicitations sent to ask who holds an address (probes of new addresses, checks).", func(s layer2.FamilyStats) uint64 { return s.Probes }},
 	}
 	for _, f := range fields {
 		for _, fam := range []string{"arp", "ndp"} {
