@@ -19,7 +19,7 @@ demo-down:
 	bash hack/cluster.sh down
 
 build:
-	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker
+	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker ./controller/cmd/kubectl-ironlb
 
 test: lint unit fuzz integration e2e cluster-e2e
 

@@ -263,7 +263,7 @@ type Result struct {
 	Unmapped []Unmapped `json:"unmapped,omitempty"`
 }
 
-const bgpReason = "BGP is not supported: ironlb announces addresses on the local network with ARP and NDP (layer 2) only; addresses announced only by BGP today need a router that reaches the nodes' LAN"
+const bgpReason = "BGP is not supported: ironlb announces addresses on the local network with ARP and NDP (layer 2) only, so clients that reach these addresses through a BGP router today must be on the nodes' LAN, or routed to it"
 
 // Convert maps MetalLB objects to an ironlb config. The config is checked
 // with config.Parse; a config ironlb would reject (overlapping pools, bad
