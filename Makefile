@@ -64,7 +64,8 @@ cluster-e2e:
 
 # Image archives bin/images/{controller,speaker,pause,backend}.tar in
 # `docker save` format, which ctr import, kind load and docker load all
-# take; no Docker needed.
+# take; no Docker needed. Also the kubectl plugin's release archive
+# bin/release/kubectl-ironlb-linux-ARCH.tar.gz.
 images:
 	bash hack/images.sh
 
