@@ -19,7 +19,7 @@ demo-down:
 	bash hack/cluster.sh down
 
 build:
-	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker
+	$(GO) build -o bin/ ./controller/cmd/controller ./speaker/cmd/speaker ./controller/cmd/kubectl-ironlb
 
 test: lint unit fuzz integration e2e cluster-e2e
 
@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test ./ipam -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzFromFile$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config/metallb -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./controller -run '^$$' -fuzz '^FuzzParseIPs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker/layer2 -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker/layer2 -run '^$$' -fuzz '^FuzzDecodeAnswer$$' -fuzztime $(FUZZTIME)
@@ -65,7 +66,8 @@ cluster-e2e:
 
 # Image archives bin/images/{controller,speaker,pause,backend}.tar in
 # `docker save` format, which ctr import, kind load and docker load all
-# take; no Docker needed.
+# take; no Docker needed. Also the kubectl plugin's release archive
+# bin/release/kubectl-ironlb-linux-ARCH.tar.gz.
 images:
 	bash hack/images.sh
 

@@ -4,16 +4,19 @@
 # an empty base, written by go-containerregistry (hack/images/main.go says
 # why each choice).
 #
-#   hack/images.sh [controller] [speaker] [pause] [backend]
+#   hack/images.sh [controller] [speaker] [pause] [backend] [kubectl-ironlb]
 #
-# With no names it builds all four, into bin/images/NAME.tar, named
-# docker.io/$REPO/NAME:$TAG:
+# With no names it builds all five. The images go into bin/images/NAME.tar,
+# named docker.io/$REPO/NAME:$TAG:
 #   controller  the controller (manifests/ironlb.yaml)
 #   speaker     the speaker DaemonSet (manifests/ironlb.yaml)
 #   pause       the pod sandbox image, for a containerd that cannot pull
 #               registry.k8s.io/pause (its sandbox_image)
 #   backend     the HTTP server the test and demo Services run: GET /health
 #               answers "UP <node>"
+# and kubectl-ironlb, the kubectl plugin, is the release archive
+# bin/release/kubectl-ironlb-linux-$ARCH.tar.gz (the static binary and the
+# LICENSE; unpack it onto the PATH of the machine that runs kubectl).
 #
 # The archives are in `docker save` format (manifest.json, config, layer),
 # which all three loaders below take and name the image from (RepoTags):
@@ -27,6 +30,7 @@
 #   REPO               repository prefix (default ironlb: ironlb/controller, ...)
 #   ARCH               target GOARCH (default: this machine's)
 #   OUT                output directory (default bin/images)
+#   RELEASE_OUT        directory of the plugin's archive (default bin/release)
 #   SOURCE_DATE_EPOCH  time of the image and of every file in it (default 0)
 set -euo pipefail
 
@@ -35,4 +39,4 @@ cd "$ROOT"
 # GOARCH in the environment would cross-compile the builder itself.
 ARCH=${ARCH:-${GOARCH:-$(go env GOARCH)}}
 unset GOARCH GOOS
-exec go run ./hack/images -out "${OUT:-bin/images}" -tag "${TAG:-v0.1.0}" -repo "${REPO:-ironlb}" -arch "$ARCH" "$@"
+exec go run ./hack/images -out "${OUT:-bin/images}" -release "${RELEASE_OUT:-bin/release}" -tag "${TAG:-v0.1.0}" -repo "${REPO:-ironlb}" -arch "$ARCH" "$@"

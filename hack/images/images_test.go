@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"io"
 	"os"
 	"path/filepath"
@@ -246,3 +247,59 @@ func imageOf(t *testing.T, path string) (image, map[string][]byte) {
 }
 
 var ignoreID = cmpopts.IgnoreFields(image{}, "ID")
+
+// TestRelease writes the plugin's archive from stand-in bytes twice: the
+// archive holds the binary (executable) and the LICENSE at the build time,
+// and depends only on its inputs.
+func TestRelease(t *testing.T) {
+	o := testOpts
+	o.Created = time.Unix(1700000000, 0).UTC()
+	var a, b bytes.Buffer
+	if err := WriteRelease(&a, []byte("binary"), []byte("license"), o); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteRelease(&b, []byte("binary"), []byte("license"), o); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("two writes of the same release archive differ")
+	}
+	zr, err := gzip.NewReader(&a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !zr.ModTime.IsZero() || zr.Name != "" {
+		t.Errorf("gzip header records name %q, time %v", zr.Name, zr.ModTime)
+	}
+	type entry struct {
+		Mode int64
+		Data string
+		Time time.Time
+	}
+	got := map[string]entry{}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[hdr.Name] = entry{hdr.Mode, string(data), hdr.ModTime.UTC()}
+	}
+	want := map[string]entry{
+		"kubectl-ironlb": {0o755, "binary", o.Created},
+		"LICENSE":        {0o644, "license", o.Created},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("archive (-want +got):\n%s", diff)
+	}
+	if ReleaseName("arm64") != "kubectl-ironlb-linux-arm64.tar.gz" {
+		t.Errorf("ReleaseName(arm64) = %q", ReleaseName("arm64"))
+	}
+}

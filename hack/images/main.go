@@ -1,10 +1,12 @@
 // Command images builds ironlb's images without a container engine and
 // without pulling anything from a registry:
 //
-//	go run ./hack/images [-out bin/images] [-repo ironlb] [-tag v0.1.0] [-arch amd64] [NAME...]
+//	go run ./hack/images [-out bin/images] [-release bin/release] [-repo ironlb] [-tag v0.1.0] [-arch amd64] [NAME...]
 //
 // (hack/images.sh runs it from the repository root.) NAME is controller,
-// speaker, pause or backend; without names it builds all four. Each is a
+// speaker, pause, backend or kubectl-ironlb; without names it builds all
+// five. kubectl-ironlb is not an image but the kubectl plugin's release
+// archive, RELEASE/kubectl-ironlb-linux-ARCH.tar.gz (release.go). Each is a
 // static binary (CGO_ENABLED=0, so it runs with no libc; -trimpath and
 // -ldflags "-s -w", so it holds no build paths and no symbol tables) in an
 // image with no base: one layer with the binary at /NAME and an /etc/passwd
@@ -38,6 +40,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,13 +115,19 @@ func main() {
 	imageRepo := flag.String("repo", "ironlb", "image repository prefix: REPO/NAME:TAG (docker.io is implied, as in the manifests)")
 	arch := flag.String("arch", runtime.GOARCH, "target architecture (GOARCH)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [%s]...\n\nBuilds static binaries and writes image archives OUT/NAME.tar (all images without names).\n\n", strings.Join(Names(), "|"))
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [%s|%s]...\n\nBuilds static binaries and writes image archives OUT/NAME.tar, and the kubectl plugin's archive RELEASE/%s (all of them without names).\n\n", strings.Join(Names(), "|"), Plugin, ReleaseName("ARCH"))
 		flag.PrintDefaults()
 	}
+	release := flag.String("release", "bin/release", "directory for the kubectl plugin's archive "+Plugin+"-linux-ARCH.tar.gz")
 	flag.Parse()
 	names := flag.Args()
+	plugin := len(names) == 0
 	if len(names) == 0 {
 		names = Names()
+	}
+	if i := slices.Index(names, Plugin); i >= 0 {
+		plugin = true
+		names = slices.Delete(names, i, i+1)
 	}
 	created, err := sourceDateEpoch()
 	if err != nil {
@@ -129,6 +138,20 @@ func main() {
 		fail(err)
 	}
 	opts := Options{Repo: *imageRepo, Tag: *tag, Arch: *arch, Created: created}
+	if plugin {
+		path, err := BuildRelease(context.Background(), root, *release, opts)
+		if err != nil {
+			fail(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("%s: kubectl plugin (linux/%s), %.1f MiB\n", path, opts.Arch, float64(fi.Size())/(1<<20))
+	}
+	if len(names) == 0 {
+		return
+	}
 	built, err := Build(context.Background(), root, *out, names, opts)
 	if err != nil {
 		fail(err)

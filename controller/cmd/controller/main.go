@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *checkConfig != "" {
-		return check(*checkConfig, stdout, stderr)
+		return config.Check(*checkConfig, os.Stdin, stdout, stderr)
 	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -173,41 +173,3 @@ func (f klogFlag) String() string {
 	return f.fs.Lookup(f.name).Value.String()
 }
 func (f klogFlag) Set(v string) error { return f.fs.Set(f.name, v) }
-
-// check validates a config file the way the controller would load it.
-func check(path string, stdout, stderr io.Writer) int {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(path)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "cannot read config: %v\n", err)
-		return 1
-	}
-	src, err := config.FromFile(b)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", path, err)
-		return 1
-	}
-	cfg, err := config.Parse(src.Text)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: the config is invalid and would be rejected whole:\n%v\n", path, err)
-		return 1
-	}
-	if src.Name != "" && (src.Namespace != api.DefaultNamespace || src.Name != api.DefaultConfigName) {
-		// Valid, but not where the controller looks by default: the usual
-		// slip when migrating from MetalLB is keeping metallb-system.
-		fmt.Fprintf(stderr, "note: this is ConfigMap %s/%s; by default ironlb reads %s/%s\n", src.Namespace, src.Name, api.DefaultNamespace, api.DefaultConfigName)
-	}
-	lines := cfg.Summary()
-	if len(lines) == 0 {
-		fmt.Fprintln(stdout, "no address pools: Services will wait for an address")
-	}
-	for _, l := range lines {
-		fmt.Fprintln(stdout, l)
-	}
-	return 0
-}
