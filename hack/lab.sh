@@ -7,7 +7,7 @@
 #   hack/lab.sh down                       stop what the lab started, delete its namespaces (idempotent)
 #   hack/lab.sh status                     namespaces, links, processes, Services
 #   hack/lab.sh exec n1|n2|n3|client|cp|lan CMD...   run CMD in that namespace
-#   hack/lab.sh speaker start|stop|kill|restart NODE|all
+#   hack/lab.sh speaker start|stop|kill|restart|hook NODE|all   (hook: SIGUSR1, for a -tags testhooks build)
 #                                          start (rebuilds the binary), SIGTERM, SIGKILL
 #   hack/lab.sh cut NODE / uncut NODE      set the node's bridge-side veth down/up (a pulled cable)
 #   hack/lab.sh apiserver stop|start       SIGTERM the control plane's kube-apiserver / start it
@@ -606,9 +606,9 @@ cmd_exec() {
 }
 
 cmd_speaker() {
-	local action=${1:-} target=${2:-} n
+	local action=${1:-} target=${2:-} n pid
 	local -a nodes
-	[[ -n $target ]] || die "usage: hack/lab.sh speaker start|stop|kill|restart NODE|all"
+	[[ -n $target ]] || die "usage: hack/lab.sh speaker start|stop|kill|restart|hook NODE|all"
 	need_root
 	require_up
 	if [[ $target == all ]]; then
@@ -633,7 +633,16 @@ cmd_speaker() {
 		stop_procs KILL "${nodes[@]/#/speaker-}"
 		log "killed (SIGKILL): ${nodes[*]/#/speaker-}"
 		;;
-	*) die "usage: hack/lab.sh speaker start|stop|kill|restart NODE|all" ;;
+	hook)
+		# A test build's hook (go build -tags testhooks): SIGUSR1 deafens
+		# the speaker's first responder; a release build ignores it.
+		for n in "${nodes[@]}"; do
+			pid=$(proc_pid "speaker-$n") || die "speaker-$n is not running"
+			kill -USR1 "$pid"
+		done
+		log "sent SIGUSR1: ${nodes[*]/#/speaker-}"
+		;;
+	*) die "usage: hack/lab.sh speaker start|stop|kill|restart|hook NODE|all" ;;
 	esac
 }
 

@@ -391,7 +391,9 @@ func tryNewMember(t testing.TB, name string, cfg Config) (*member, error) {
 // all of them.
 func rejoinAll(t testing.TB, members []*member) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Generous: this is setup, not a measurement, and `go test ./...`
+	// runs other packages' tests on the same cores meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	errs := make(chan error, len(members))
 	for _, m := range members {
@@ -404,7 +406,7 @@ func rejoinAll(t testing.TB, members []*member) {
 	}
 	all := names(members)
 	for _, m := range members {
-		if _, ok := m.rec.waitFor(0, 5*time.Second, equalTo(all)); !ok {
+		if _, ok := m.rec.waitFor(0, 15*time.Second, equalTo(all)); !ok {
 			t.Fatalf("%s never reported %v; changes: %v", m.Name(), all, m.rec.snapshot())
 		}
 	}
