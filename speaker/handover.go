@@ -36,11 +36,16 @@ const drainSlack = 2 * time.Second
 type drain struct {
 	to    string
 	until time.Time
+	// heard: to was heard announcing; the next sync stops answering. Kept
+	// until then, or that sync, which still finds the address among those
+	// announced, would take it for a new handover and drain again.
+	heard bool
 }
 
-// handover is the winning side: claims for ip by from, the speaker this
-// node took it over from, are the drain ending and not a duplicate
-// announcer, until until.
+// handover is a handover seen from either side: claims for ip by from
+// (the speaker this node took it over from, which drains; or the new
+// owner this node drained for) are part of the handover and not a
+// duplicate announcer, until until.
 type handover struct {
 	from  string
 	until time.Time
@@ -63,7 +68,7 @@ func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members
 	if !ok && announcing && owner != "" && owner != s.opts.NodeName {
 		d, ok = drain{to: owner, until: now.Add(s.drainBound())}, true
 	}
-	if !ok || d.to != owner || !slices.Contains(members, owner) || !now.Before(d.until) {
+	if !ok || d.heard || d.to != owner || !slices.Contains(members, owner) || !now.Before(d.until) {
 		delete(s.drains, ip)
 		return false, time.Time{}
 	}
@@ -80,8 +85,12 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 		return false
 	}
 	if d, ok := s.drains[ip]; ok {
-		if d.to == other {
-			delete(s.drains, ip)
+		if d.to == other && !d.heard {
+			d.heard = true
+			s.drains[ip] = d
+			// The rest of the new owner's announcements may still be
+			// heard before the announcer lets go of the address.
+			s.handovers[ip] = handover{from: other, until: now.Add(drainSlack)}
 			s.Kick()
 		}
 		// While draining, claims by any speaker are the election's
