@@ -24,7 +24,7 @@ func TestSelfCheck(t *testing.T) {
 
 	// The owner runs a test build of the speaker.
 	hooks := filepath.Join(t.TempDir(), "speaker-hooks")
-	runCmd(t, "", []string{"CGO_ENABLED=0"}, "go", "build", "-tags", "testhooks", "-o", hooks, "./speaker/cmd/speaker")
+	runCmd(t, "", nil, "go", "build", "-tags", "testhooks", "-o", hooks, "./speaker/cmd/speaker")
 	env := []string{"LAB_SPEAKER_BIN=" + hooks}
 	runCmd(t, "", env, "bash", "hack/lab.sh", "speaker", "restart", o)
 	t.Cleanup(func() {
