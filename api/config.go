@@ -41,6 +41,11 @@ type AddressPool struct {
 	// Interfaces, an ironlb extension, limits the NICs the speaker answers
 	// ARP/NDP on for this pool's addresses. Empty means every eligible NIC.
 	Interfaces []string `json:"interfaces,omitempty"`
+	// RefreshInterval, an ironlb extension, is how often the speaker
+	// announces this pool's addresses again (a Go duration such as "30s",
+	// at least 1s and at most 1h; "0" turns it off for the pool). Empty
+	// means the speaker's --refresh-interval (1m).
+	RefreshInterval string `json:"refresh-interval,omitempty"`
 	// NodeSelectors, an ironlb extension, limits which nodes may announce
 	// this pool's addresses. A node qualifies when any selector matches it;
 	// empty means every node.

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -32,6 +33,9 @@ type Pool struct {
 	Interfaces []string
 	// NodeSelectors limits the nodes that may announce; empty means all.
 	NodeSelectors []Selector
+	// Refresh is the pool's refresh-interval: zero means the speaker's
+	// default, negative means off for this pool.
+	Refresh time.Duration
 }
 
 // IPAM returns the pools as the allocator takes them.
@@ -97,7 +101,7 @@ func (ps *parser) add(path, field, format string, args ...any) {
 
 var (
 	topKeys  = []string{"address-pools", "peers", "bgp-communities"}
-	poolKeys = []string{"name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements", "namespaces", "interfaces", "node-selectors"}
+	poolKeys = []string{"name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements", "namespaces", "interfaces", "node-selectors", "refresh-interval"}
 	selKeys  = []string{"match-labels", "match-expressions"}
 	exprKeys = []string{"key", "operator", "values"}
 
@@ -255,6 +259,9 @@ func (ps *parser) pool(i int, item any) (Pool, bool) {
 		}
 	}
 	p.NodeSelectors = ps.selectors(path, m["node-selectors"])
+	if v, ok := m["refresh-interval"]; ok && v != nil {
+		p.Refresh = ps.refresh(path, v)
+	}
 	return p, len(ps.problems) == before
 }
 
@@ -325,6 +332,47 @@ func (ps *parser) boolean(path, key string, m map[string]any) (bool, bool) {
 	}
 	return b, true
 }
+
+// refresh reads a pool's refresh-interval: a Go duration between
+// minRefresh and maxRefresh, or zero (as "0", "0s" or 0) for off, which
+// it returns as a negative duration.
+func (ps *parser) refresh(path string, v any) time.Duration {
+	const hint = `want a duration such as "30s" or "2m" (between 1s and 1h), or "0" to turn refreshing off for this pool`
+	var d time.Duration
+	switch v := v.(type) {
+	case string:
+		var err error
+		if d, err = time.ParseDuration(strings.TrimSpace(v)); err != nil {
+			ps.add(path, "refresh-interval", "%q is not a duration; %s", v, hint)
+			return 0
+		}
+	case json.Number:
+		if f, err := v.Float64(); err != nil || f != 0 {
+			ps.add(path, "refresh-interval", "%s has no unit; %s", v, hint)
+			return 0
+		}
+	default:
+		ps.add(path, "refresh-interval", "must be a duration, not %s; %s", describe(v), hint)
+		return 0
+	}
+	switch {
+	case d == 0:
+		return -1
+	case d < minRefresh || d > maxRefresh:
+		ps.add(path, "refresh-interval", "%v is out of range; %s", d, hint)
+		return 0
+	}
+	return d
+}
+
+// Bounds of a pool's refresh-interval: faster is noise on the LAN; above
+// the switches' MAC ageing time (300 s on most) a quiet node's MAC is
+// forgotten between refreshes, which a user with longer ageing may accept,
+// but not beyond an hour.
+const (
+	minRefresh = time.Second
+	maxRefresh = time.Hour
+)
 
 // describe names a decoded value for an error message.
 func describe(v any) string {
@@ -411,6 +459,12 @@ func (c *Config) Summary() []string {
 		}
 		if len(p.NodeSelectors) > 0 {
 			line += fmt.Sprintf(", %d node selector(s)", len(p.NodeSelectors))
+		}
+		switch {
+		case p.Refresh < 0:
+			line += ", refresh off"
+		case p.Refresh > 0:
+			line += ", refresh every " + p.Refresh.String()
 		}
 		lines = append(lines, line)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -60,6 +61,7 @@ address-pools:
   addresses: [198.51.100.100-198.51.100.110]
   namespaces: [team-a, team-b]
   interfaces: [eth0, bond0.100]
+  refresh-interval: 30s
   node-selectors:
   - match-labels:
       rack: r1
@@ -79,6 +81,25 @@ address-pools:
 	}
 	if diff := cmp.Diff([]string{"eth0", "bond0.100"}, p.Interfaces); diff != "" {
 		t.Errorf("interfaces (-want +got):\n%s", diff)
+	}
+	if p.Refresh != 30*time.Second {
+		t.Errorf("refresh-interval = %v, want 30s", p.Refresh)
+	}
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{{`"0"`, -1}, {"0s", -1}, {"0", -1}, {"1s", time.Second}, {"1h", time.Hour}, {`" 2m "`, 2 * time.Minute}} {
+		c, err := Parse([]byte("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.0/28], refresh-interval: " + tt.in + "}\n"))
+		if err != nil {
+			t.Errorf("refresh-interval %s: %v", tt.in, err)
+			continue
+		}
+		if c.Pools[0].Refresh != tt.want {
+			t.Errorf("refresh-interval %s = %v, want %v", tt.in, c.Pools[0].Refresh, tt.want)
+		}
+	}
+	if c, _ := Parse([]byte("address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.0/28]}\n")); c.Pools[0].Refresh != 0 {
+		t.Errorf("no refresh-interval: %v, want 0 (the speaker's default)", c.Pools[0].Refresh)
 	}
 	for _, tt := range []struct {
 		labels map[string]string
@@ -178,6 +199,11 @@ func TestParseErrors(t *testing.T) {
 		{"auto-assign not bool", pool("  addresses: [10.0.0.0/24]\n  auto-assign: \"no\""), [][]string{{`pool "p"`, "auto-assign", `"no"`, "true or false"}}},
 		{"bad namespace", pool("  addresses: [10.0.0.0/24]\n  namespaces: [Team_A]"), [][]string{{`pool "p"`, "namespaces[0]", `"Team_A"`}}},
 		{"bad interface", pool("  addresses: [10.0.0.0/24]\n  interfaces: [averyveryverylongname0]"), [][]string{{`pool "p"`, "interfaces[0]", `"averyveryverylongname0"`}}},
+		{"refresh not a duration", pool("  addresses: [10.0.0.0/24]\n  refresh-interval: often"), [][]string{{`pool "p"`, "refresh-interval", `"often"`, `"0" to turn refreshing off`}}},
+		{"refresh without unit", pool("  addresses: [10.0.0.0/24]\n  refresh-interval: 30"), [][]string{{`pool "p"`, "refresh-interval", "30 has no unit"}}},
+		{"refresh too fast", pool("  addresses: [10.0.0.0/24]\n  refresh-interval: 100ms"), [][]string{{`pool "p"`, "refresh-interval", "100ms is out of range", "between 1s and 1h"}}},
+		{"refresh too slow", pool("  addresses: [10.0.0.0/24]\n  refresh-interval: 2h"), [][]string{{`pool "p"`, "refresh-interval", "2h0m0s is out of range"}}},
+		{"refresh a list", pool("  addresses: [10.0.0.0/24]\n  refresh-interval: [1s]"), [][]string{{`pool "p"`, "refresh-interval", "must be a duration"}}},
 		{"selector typo", pool("  addresses: [10.0.0.0/24]\n  node-selectors:\n  - match-label: {a: b}"), [][]string{{`pool "p"`, "node-selectors[0]", `"match-label"`, `did you mean "match-labels"`}}},
 		{"selector bad operator", pool("  addresses: [10.0.0.0/24]\n  node-selectors:\n  - match-expressions: [{key: a, operator: Equals, values: [b]}]"), [][]string{{`pool "p"`, "match-expressions[0].operator", `"Equals"`, "In, NotIn"}}},
 		{"selector In without values", pool("  addresses: [10.0.0.0/24]\n  node-selectors:\n  - match-expressions: [{key: a, operator: In}]"), [][]string{{`pool "p"`, "match-expressions[0].values", "In needs"}}},

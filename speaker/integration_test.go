@@ -28,14 +28,27 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &env)) }
 
 // recorder is an Announcer that remembers what it was told.
 type recorder struct {
-	mu    sync.Mutex
-	owned map[netip.Addr][]string
+	mu      sync.Mutex
+	owned   map[netip.Addr][]string
+	refresh map[netip.Addr]time.Duration
 }
 
 func (r *recorder) SetOwned(owned map[netip.Addr][]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.owned = maps.Clone(owned)
+}
+
+func (r *recorder) SetRefresh(intervals map[netip.Addr]time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refresh = maps.Clone(intervals)
+}
+
+func (r *recorder) refreshes() map[netip.Addr]time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.refresh)
 }
 
 func (r *recorder) get() map[netip.Addr][]string {
@@ -323,4 +336,33 @@ func failoverSamples(t *testing.T, s *Speaker) (uint64, float64) {
 	}
 	t.Fatal("no ironlb_failover_seconds metric")
 	return 0, 0
+}
+
+// TestPoolRefreshInterval: a pool's refresh-interval reaches the announcer
+// for the addresses of that pool this node announces; "0" turns it off;
+// other pools keep the speaker's default.
+func TestPoolRefreshInterval(t *testing.T) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	n1 := "a-" + suffix
+	node(t, n1, true, nil)
+	class := "speaker.ironlb.io/" + suffix
+	c := newCluster(t, class, "address-pools:\n"+
+		"- {name: fast, protocol: layer2, addresses: [198.51.100.100/32], refresh-interval: 15s}\n"+
+		"- {name: quiet, protocol: layer2, addresses: [198.51.100.101/32], refresh-interval: '0'}\n"+
+		"- {name: plain, protocol: layer2, addresses: [198.51.100.102/32]}\n", n1)
+	ns := env.Namespace(t)
+	for i, ip := range []string{"198.51.100.100", "198.51.100.101", "198.51.100.102"} {
+		lbService(t, ns, fmt.Sprint("s", i), class, ip, false)
+	}
+	c.waitOwners("all three announced", func(o map[netip.Addr][]string) bool {
+		return exactlyOne(o, "198.51.100.100", "198.51.100.101", "198.51.100.102")
+	})
+	want := map[netip.Addr]time.Duration{netip.MustParseAddr("198.51.100.100"): 15 * time.Second, netip.MustParseAddr("198.51.100.101"): 0}
+	deadline := time.Now().Add(10 * time.Second)
+	for !maps.Equal(c.anns[n1].refreshes(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("refresh intervals %v, want %v", c.anns[n1].refreshes(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -47,6 +47,13 @@ type Announcer interface {
 	SetOwned(owned map[netip.Addr][]string)
 }
 
+// refresher is what an Announcer offers for pools with their own
+// refresh-interval; the layer-2 Announcer has it.
+type refresher interface {
+	// SetRefresh sets per-address refresh intervals; zero is off.
+	SetRefresh(intervals map[netip.Addr]time.Duration)
+}
+
 // Options configure a Speaker.
 type Options struct {
 	NodeName              string
@@ -150,6 +157,8 @@ type Speaker struct {
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
 	watched []netip.Addr // last given to the announcer's SetWatched
+	// refreshes is what the announcer's SetRefresh was last given.
+	refreshes map[netip.Addr]time.Duration
 
 	// probes holds new addresses back until a probe finds them free
 	// (conflict.go); nil when the announcer cannot probe.
@@ -378,6 +387,19 @@ func (s *Speaker) sync(ctx context.Context) {
 	s.mu.Unlock()
 	s.probesSynced(addrs, users)
 	s.announcer.SetOwned(announce)
+	if r, ok := s.announcer.(refresher); ok {
+		// Pools with their own refresh-interval.
+		intervals := map[netip.Addr]time.Duration{}
+		for ip := range announce {
+			if p := poolOf(cfg, ip); p != nil && p.Refresh != 0 {
+				intervals[ip] = max(p.Refresh, 0)
+			}
+		}
+		if !maps.Equal(intervals, s.refreshes) {
+			r.SetRefresh(intervals)
+			s.refreshes = intervals
+		}
+	}
 	s.mu.Lock()
 	s.announcing = announce
 	for ip := range s.checkable {

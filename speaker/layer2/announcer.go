@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -136,8 +137,10 @@ type Announcer struct {
 	ifis       []net.Interface       // and the interfaces, for Recover
 	// recovered is when Recover last reopened each interface.
 	recovered map[string]time.Time
-	owned     map[netip.Addr][]string
-	watched   addrSet
+	// refreshFor is the last SetRefresh, given to new responders too.
+	refreshFor map[netip.Addr]time.Duration
+	owned      map[netip.Addr][]string
+	watched    addrSet
 	// limiters bound the questions (Check, Probe) per interface; kept
 	// across reopened responders, so that reopening never resets a bound.
 	limiters map[string]*rate.Limiter
@@ -260,6 +263,10 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		}
 		r := newResponder(a.ctx, ifi, conns, a.log, &a.stats, a.schedule, a.defence)
 		r.refresh = a.refresh
+		if a.refreshFor != nil {
+			m := a.refreshFor
+			r.refreshFor.Store(&m)
+		}
 		if a.limiters[ifi.Name] == nil {
 			a.limiters[ifi.Name] = newLimiter(a.probeRate)
 		}
@@ -277,6 +284,24 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetRefresh sets per-address refresh intervals that replace
+// Options.Refresh for those addresses (a pool's refresh-interval); zero or
+// negative turns refreshing off for an address. Addresses not in the map
+// keep the default. The map is copied.
+func (a *Announcer) SetRefresh(intervals map[netip.Addr]time.Duration) {
+	m := maps.Clone(intervals)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refreshFor = m
+	for _, r := range a.responders {
+		r.refreshFor.Store(&m)
+		select {
+		case r.ownedChanged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // RecoverEvery bounds how often Recover reopens one interface: a node

@@ -653,6 +653,37 @@ func TestAnnouncerRefreshOff(t *testing.T) {
 	}
 }
 
+// TestAnnouncerRefreshPerAddress: SetRefresh turns refreshing on for an
+// address when the default is off, off for one when it is on, and a change
+// applies to addresses already owned.
+func TestAnnouncerRefreshPerAddress(t *testing.T) {
+	fn := &fakeNet{}
+	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: -1})
+	t.Cleanup(func() { a.Close() })
+	if err := a.SetInterfaces([]net.Interface{testIface("eth0", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil, vip6: nil}); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := fn.iface("eth0")
+	waitFor(t, "the burst", func() bool { return len(eth0.arp.sent()) == 2 && len(eth0.ndp.sent()) == 1 })
+	// vip4's pool refreshes every 100 ms; vip6 keeps the default (off).
+	a.SetRefresh(map[netip.Addr]time.Duration{vip4: 100 * time.Millisecond})
+	waitFor(t, "vip4's refreshes", func() bool { return len(eth0.arp.sent()) >= 6 })
+	if n := len(eth0.ndp.sent()); n != 1 {
+		t.Errorf("%d NA frames for vip6, whose refresh is off, want the burst's 1", n)
+	}
+	// Off again for vip4 (a pool's refresh-interval 0).
+	a.SetRefresh(map[netip.Addr]time.Duration{vip4: 0})
+	time.Sleep(50 * time.Millisecond)
+	n := len(eth0.arp.sent())
+	time.Sleep(300 * time.Millisecond)
+	if m := len(eth0.arp.sent()); m != n {
+		t.Errorf("%d ARP refreshes after vip4's refresh was turned off", m-n)
+	}
+}
+
 func TestJitter(t *testing.T) {
 	for range 1000 {
 		if d := jitter(time.Minute); d < 54*time.Second || d > 66*time.Second {

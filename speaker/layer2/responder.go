@@ -43,8 +43,12 @@ type responder struct {
 	defence  defence
 	// refresh: see Options.Refresh; <= 0 is off. Set before start.
 	refresh time.Duration
-	// ownedChanged wakes refreshLoop when update changed the owned set.
+	// ownedChanged wakes refreshLoop when update changed the owned set
+	// or SetRefresh the intervals.
 	ownedChanged chan struct{}
+	// refreshFor holds per-address refresh intervals that override
+	// refresh (a pool's refresh-interval); <= 0 is off for that address.
+	refreshFor atomic.Pointer[map[netip.Addr]time.Duration]
 	// broken is set when a socket stopped working underneath a running
 	// responder: it no longer answers on that interface.
 	broken atomic.Bool
@@ -116,13 +120,13 @@ func (r *responder) start() {
 		defer r.wg.Done()
 		r.defendLoop()
 	}()
-	if r.refresh > 0 {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.refreshLoop()
-		}()
-	}
+	// Always: a pool may turn refreshing on for its addresses when the
+	// default is off. With nothing to refresh it sleeps.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.refreshLoop()
+	}()
 	if r.conns.ARP != nil {
 		r.wg.Add(1)
 		go func() {
@@ -374,31 +378,46 @@ const refreshBatch = time.Second
 // nothing owned it sleeps until update wakes it.
 func (r *responder) refreshLoop() {
 	due := map[netip.Addr]time.Time{}
-	// Batching may advance a refresh by at most a tenth of the interval.
-	batch := min(refreshBatch, r.refresh/10)
+	every := map[netip.Addr]time.Duration{} // the interval due was set for
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
 		now := time.Now()
 		set := *r.owned.Load()
+		var overrides map[netip.Addr]time.Duration
+		if p := r.refreshFor.Load(); p != nil {
+			overrides = *p
+		}
+		interval := func(a netip.Addr) time.Duration {
+			if d, ok := overrides[a]; ok {
+				return d
+			}
+			return r.refresh
+		}
 		for a := range due {
-			if !set.has(a) {
+			if !set.has(a) || interval(a) != every[a] {
 				delete(due, a)
+				delete(every, a)
 			}
 		}
 		for a := range set {
-			if _, ok := due[a]; !ok {
+			if _, ok := due[a]; ok {
+				continue
+			}
+			if d := interval(a); d > 0 {
 				// The initial burst covers the start; the first refresh
 				// comes one jittered interval later.
-				due[a] = now.Add(lastOffset(r.schedule)).Add(jitter(r.refresh))
+				due[a], every[a] = now.Add(lastOffset(r.schedule)).Add(jitter(d)), d
 			}
 		}
 		var next time.Time
 		for a, at := range due {
-			if at.Before(now.Add(batch)) {
+			// Batching may advance a refresh by at most a tenth of the
+			// interval.
+			if at.Before(now.Add(min(refreshBatch, every[a]/10))) {
 				r.refreshOne(a)
-				at = now.Add(jitter(r.refresh))
+				at = now.Add(jitter(every[a]))
 				due[a] = at
 			}
 			if next.IsZero() || at.Before(next) {

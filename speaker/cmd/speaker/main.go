@@ -349,6 +349,9 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
 func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
 
+// SetRefresh applies the pools' own refresh-interval.
+func (a announcer) SetRefresh(intervals map[netip.Addr]time.Duration) { a.a.SetRefresh(intervals) }
+
 // Recover acts on another speaker's report that ip goes unanswered.
 func (a announcer) Recover(ip netip.Addr) error { return a.a.Recover(ip) }
 
