@@ -24,7 +24,7 @@ type Source struct {
 func FromFile(b []byte) (Source, error) {
 	var found []Source
 	sawKind := false
-	for i, doc := range splitDocuments(b) {
+	for i, doc := range SplitDocuments(b) {
 		js, err := yaml.YAMLToJSON(doc)
 		if err != nil {
 			// Not a manifest we can read: leave it to Parse, which names the
@@ -68,9 +68,9 @@ func FromFile(b []byte) (Source, error) {
 	return Source{Text: b}, nil
 }
 
-// splitDocuments splits a YAML stream on "---" separator lines, as kubectl
+// SplitDocuments splits a YAML stream on "---" separator lines, as kubectl
 // does, so several objects in one file can be read.
-func splitDocuments(b []byte) [][]byte {
+func SplitDocuments(b []byte) [][]byte {
 	var docs [][]byte
 	var cur bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(b))

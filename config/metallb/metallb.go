@@ -19,7 +19,6 @@
 package metallb
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -113,7 +112,7 @@ var (
 // often carries a Namespace or Deployment too.
 func Parse(data []byte) ([]Object, error) {
 	var out []Object
-	for i, doc := range splitDocuments(data) {
+	for i, doc := range config.SplitDocuments(data) {
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}
@@ -216,25 +215,6 @@ func unknown(m map[string]json.RawMessage, known []string, prefix string) []stri
 		}
 	}
 	return out
-}
-
-// splitDocuments splits a YAML stream on "---" lines, as kubectl does.
-func splitDocuments(b []byte) [][]byte {
-	var docs [][]byte
-	var cur bytes.Buffer
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), len(b)+1)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "---") && strings.TrimSpace(strings.SplitN(line[3:], "#", 2)[0]) == "" {
-			docs = append(docs, bytes.Clone(cur.Bytes()))
-			cur.Reset()
-			continue
-		}
-		cur.WriteString(line)
-		cur.WriteByte('\n')
-	}
-	return append(docs, cur.Bytes())
 }
 
 // Unmapped is something of the MetalLB objects that the ironlb config does

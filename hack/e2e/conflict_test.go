@@ -111,6 +111,13 @@ func TestAddressConflict(t *testing.T) {
 		}
 	}
 
+	// The Service's status says so too: the condition, written by the
+	// owner of its first address, names the address and the client's MAC.
+	cond := waitAnnounced(t, ns, "web", 15*time.Second, func(status, reason, msg string) bool {
+		return status == "False" && reason == "AddressConflict" && strings.Contains(msg, clientMAC)
+	})
+	t.Logf("condition while in conflict: %s", cond)
+
 	// The client releases the addresses: the owner announces each on its
 	// next re-probe, and the Service answers.
 	watch := map[string]*harness.Probe{}
@@ -144,6 +151,11 @@ func TestAddressConflict(t *testing.T) {
 			t.Logf("%s's held-back gauge is %v after %s came free (another address may still wait)", owners[ip], v, ip)
 		}
 	}
+
+	cond = waitAnnounced(t, ns, "web", 15*time.Second, func(status, reason, msg string) bool {
+		return status == "True" && reason == "Announced" && strings.Contains(msg, ips[0]+" by ") && strings.Contains(msg, ips[1]+" by ")
+	})
+	t.Logf("condition once free: %s", cond)
 
 	// A fresh Service without a conflict: the time from creating it to
 	// the first answer, and the probe's own share from the owner's
@@ -228,4 +240,25 @@ func metricValue(metrics, series string) float64 {
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	return v
+}
+
+// waitAnnounced waits for the Service's ironlb.io/Announced condition to
+// satisfy ok and returns it as "status reason: message".
+func waitAnnounced(t *testing.T, ns, name string, wait time.Duration, ok func(status, reason, msg string) bool) string {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(wait); ; time.Sleep(200 * time.Millisecond) {
+		out, _ := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=5s", "-n", ns, "get", "service", name, "-o",
+			`jsonpath={range .status.conditions[?(@.type=="ironlb.io/Announced")]}{.status}{"|"}{.reason}{"|"}{.message}{end}`)
+		f := strings.SplitN(out, "|", 3)
+		if len(f) == 3 {
+			last = f[0] + " " + f[1] + ": " + f[2]
+			if ok(f[0], f[1], f[2]) {
+				return last
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Service %s/%s's ironlb.io/Announced condition after %v: %q", ns, name, wait, last)
+		}
+	}
 }
