@@ -188,6 +188,7 @@ func (s *Speaker) checkRound(ctx context.Context, sample int, reported map[netip
 			if _, draining := s.announcing[ip]; draining {
 				continue
 			}
+
 			targets = append(targets, checkTarget{ip: ip, owner: o.owner, ifaces: o.ifaces})
 		}
 	}
@@ -196,6 +197,12 @@ func (s *Speaker) checkRound(ctx context.Context, sample int, reported map[netip
 	if len(targets) > sample {
 		targets = targets[:sample]
 	}
+	// An address its owner holds back for a conflict (the Service's
+	// condition says so) is answered by the other host, and by nobody
+	// else: nothing to check.
+	targets = slices.DeleteFunc(targets, func(tg checkTarget) bool {
+		return slices.ContainsFunc(s.servicesUsing(tg.ip), func(svc *corev1.Service) bool { return heldForConflict(svc, tg.ip) })
+	})
 	for k, at := range reported {
 		if now.Sub(at) >= checkReportEvery {
 			delete(reported, k)

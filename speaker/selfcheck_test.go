@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/ironlb/ironlb/api"
 )
 
@@ -79,15 +81,19 @@ func TestCheckRound(t *testing.T) {
 	n2mac, _ := net.ParseMAC("02:00:00:00:00:02")
 	n3mac, _ := net.ParseMAC("02:00:00:00:00:03")
 	var svcs = []string{"ok", "silent", "wrong", "flaky", "mine", "fresh", "dead"}
+	held := netip.MustParseAddr("198.51.100.8")
+	heldSvc := lbSvc("held", held.String())
+	heldSvc.Status.Conditions = []metav1.Condition{{Type: api.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: api.ReasonAddressConflict,
+		Message: "address 198.51.100.8 is in use on the LAN by MAC 02:bb:00:00:00:01"}}
 	s, rec := dupSpeaker(t, "n1", macs,
 		lbSvc(svcs[0], ok4.String()), lbSvc(svcs[1], silent.String()), lbSvc(svcs[2], wrong.String()),
-		lbSvc(svcs[3], flaky.String()), lbSvc(svcs[4], mine.String()), lbSvc(svcs[5], fresh.String()), lbSvc(svcs[6], deadOwner.String()))
+		lbSvc(svcs[3], flaky.String()), lbSvc(svcs[4], mine.String()), lbSvc(svcs[5], fresh.String()), lbSvc(svcs[6], deadOwner.String()), heldSvc)
 	s.members = []string{"n1", "n2", "n3"}
 	long := time.Now().Add(-time.Minute)
 	s.checkable = map[netip.Addr]checkState{
 		ok4: {owner: "n2", since: long}, silent: {owner: "n2", since: long}, wrong: {owner: "n2", since: long},
 		flaky: {owner: "n2", since: long}, mine: {owner: "n1", since: long}, fresh: {owner: "n2", since: time.Now()},
-		deadOwner: {owner: "n4", since: long},
+		deadOwner: {owner: "n4", since: long}, held: {owner: "n2", since: long},
 	}
 	var mu sync.Mutex
 	asked := map[netip.Addr]int{}
@@ -119,7 +125,7 @@ func TestCheckRound(t *testing.T) {
 	reported := map[netip.Addr]time.Time{}
 	s.checkRound(context.Background(), 100, reported)
 
-	for _, ip := range []netip.Addr{mine, fresh, deadOwner} {
+	for _, ip := range []netip.Addr{mine, fresh, deadOwner, held} {
 		if asked[ip] != 0 {
 			t.Errorf("%s checked %d times, want never", ip, asked[ip])
 		}

@@ -317,6 +317,10 @@ func (s *Speaker) sync(ctx context.Context) {
 	addrs, users := s.addresses(cfg)
 	nodes := s.electionNodes()
 	owners := election.Elect(addrs, nodes, members)
+	// The owners loop below rewrites owners for its bookkeeping (an
+	// address held back keeps its previous owner on record); the condition
+	// says who is elected.
+	elected := maps.Clone(owners)
 	mine := map[netip.Addr][]string{}
 	// announce is mine plus the addresses this node drains after handing
 	// them to another live speaker (handover.go).
@@ -487,7 +491,7 @@ func (s *Speaker) sync(ctx context.Context) {
 	}
 	s.owners = owners
 	if !isolated {
-		if t := s.updateConditions(cfg, owners, members, now); !t.IsZero() {
+		if t := s.updateConditions(cfg, elected, members, now); !t.IsZero() {
 			s.retryIn(time.Until(t))
 		}
 	}
