@@ -61,10 +61,12 @@ var errNoConfig = errors.New("waiting for the address-pool ConfigMap")
 type Controller struct {
 	opts      Options
 	client    kubernetes.Interface
-	factory   informers.SharedInformerFactory
-	cmFactory informers.SharedInformerFactory
-	services  corelisters.ServiceLister
-	configs   corelisters.ConfigMapLister
+	factory    informers.SharedInformerFactory
+	cmFactory  informers.SharedInformerFactory
+	accFactory informers.SharedInformerFactory
+	services   corelisters.ServiceLister
+	configs    corelisters.ConfigMapLister
+	accepted   corelisters.ConfigMapLister // the accepted copy (api.AcceptedConfigName)
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 	metrics   *Metrics
@@ -75,8 +77,18 @@ type Controller struct {
 	mu     sync.Mutex
 	alloc  *ipam.Allocator
 	cfg    *config.Config // last config taken; nil until one is
-	cfgRV  string         // resourceVersion of the ConfigMap last processed
-	paused bool           // the ConfigMap is gone: keep addresses, give none
+	// cfgRV is the resourceVersion of the ConfigMap last settled: accepted,
+	// or refused as invalid (which no change elsewhere can cure). A config
+	// refused because it would take addresses from Services is not
+	// settled: it waits in refusedRV and is evaluated again whenever
+	// addresses are freed, and taken once nothing blocks it.
+	cfgRV      string
+	refusedRV  string // resourceVersion of a config refused for misfits
+	refusedMsg string // what was said about it, to say it once
+	// acceptedText and acceptedRV are the config in force and the
+	// resourceVersion it came from, as published in the accepted copy.
+	acceptedText, acceptedRV string
+	paused                   bool // the ConfigMap is gone: keep addresses, give none
 	// failed holds the current failure message of each Service waiting for
 	// an address, to retry them when addresses are freed or pools change.
 	failed map[string]string
@@ -134,7 +146,21 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 		UpdateFunc: func(any, any) { c.queue.Add(configKey) },
 		DeleteFunc: func(any) { c.queue.Add(configKey) },
 	})
-	c.synced = []cache.InformerSynced{svcInf.Informer().HasSynced, cmInf.Informer().HasSynced}
+	// The accepted copy is watched so that a copy deleted or edited by
+	// hand is written back at once.
+	c.accFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "metadata.name=" + api.AcceptedConfigName(opts.ConfigName)
+		}))
+	accInf := c.accFactory.Core().V1().ConfigMaps()
+	c.accepted = accInf.Lister()
+	accInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.queue.Add(configKey) },
+		UpdateFunc: func(any, any) { c.queue.Add(configKey) },
+		DeleteFunc: func(any) { c.queue.Add(configKey) },
+	})
+	c.synced = []cache.InformerSynced{svcInf.Informer().HasSynced, cmInf.Informer().HasSynced, accInf.Informer().HasSynced}
 	return c
 }
 
@@ -152,13 +178,19 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	c.cmFactory.Start(ctx.Done())
+	c.accFactory.Start(ctx.Done())
 	defer c.factory.Shutdown()
 	defer c.cmFactory.Shutdown()
+	defer c.accFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("caches did not sync: %w", ctx.Err())
 	}
 	// The config sync restores assignments before any worker can allocate.
-	c.syncConfig(ctx)
+	// Publishing the accepted copy may fail; the queue retries it.
+	if err := c.syncConfig(ctx); err != nil {
+		logger.Error(err, "Publishing the accepted config; retrying")
+		c.queue.AddRateLimited(configKey)
+	}
 	c.started.Store(true)
 	logger.Info("Controller started", "workers", c.opts.Workers, "namespace", c.opts.Namespace, "config", c.opts.ConfigName, "lbClass", c.opts.LBClass)
 	var wg sync.WaitGroup
@@ -201,7 +233,7 @@ func (c *Controller) process(ctx context.Context) bool {
 	defer c.queue.Done(key)
 	var err error
 	if key == configKey {
-		c.syncConfig(ctx)
+		err = c.syncConfig(ctx)
 	} else {
 		err = c.reconcile(ctx, key)
 	}
@@ -214,60 +246,84 @@ func (c *Controller) process(ctx context.Context) bool {
 	return true
 }
 
-// syncConfig loads the ConfigMap. A config is taken whole or not at all:
-// an invalid one, or one that would take an address from a Service that
-// holds it, is refused and the last good config stays in force.
-func (c *Controller) syncConfig(ctx context.Context) {
+// syncConfig loads the ConfigMap and publishes the config in force as the
+// accepted copy (see api.AcceptedConfigName). A config is taken whole or
+// not at all: an invalid one, or one that would take an address from a
+// Service that holds it, is refused and the last good config stays in
+// force, for the controller and, through the accepted copy, for the
+// speakers. Its error is only for a failed publication, to retry.
+func (c *Controller) syncConfig(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	cm, err := c.configs.ConfigMaps(c.opts.Namespace).Get(c.opts.ConfigName)
 	if apierrors.IsNotFound(err) {
 		c.mu.Lock()
-		c.paused, c.cfgRV = true, ""
+		c.paused, c.cfgRV, c.refusedRV, c.refusedMsg = true, "", "", ""
 		c.mu.Unlock()
 		c.metrics.configState(false, true)
+		// The accepted copy stays: speakers keep announcing as before.
 		logger.Info("No address-pool ConfigMap: existing addresses are kept, new Services wait", "configmap", klog.KRef(c.opts.Namespace, c.opts.ConfigName))
-		return
+		return nil
 	}
 	if err != nil {
 		logger.Error(err, "Reading the ConfigMap from the cache")
-		return
+		return nil
 	}
 	c.mu.Lock()
-	if cm.ResourceVersion == c.cfgRV {
-		c.mu.Unlock()
-		return
-	}
-	c.cfgRV = cm.ResourceVersion
+	settled := cm.ResourceVersion == c.cfgRV
 	c.mu.Unlock()
+	if !settled {
+		c.evaluate(ctx, cm)
+	}
+	return c.publish(ctx)
+}
 
+// evaluate decides on a ConfigMap version not settled yet.
+func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
+	logger := klog.FromContext(ctx)
 	text, ok := cm.Data[api.ConfigKey]
 	if !ok {
+		c.settleInvalid(cm.ResourceVersion)
 		c.reject(ctx, cm, fmt.Sprintf("the ConfigMap has no data key %q; put the address-pool YAML under data.%s", api.ConfigKey, api.ConfigKey))
 		return
 	}
 	cfg, err := config.Parse([]byte(text))
 	if err != nil {
+		c.settleInvalid(cm.ResourceVersion)
 		c.reject(ctx, cm, "invalid config, the last good config stays in force:\n"+err.Error())
 		return
 	}
 
 	c.mu.Lock()
 	first := c.cfg == nil
+	wasRefused := c.refusedRV == cm.ResourceVersion
 	misfits, err := c.alloc.SetPools(cfg.IPAM())
-	if err != nil || len(misfits) > 0 {
+	if err != nil {
+		c.cfgRV, c.refusedRV, c.refusedMsg = cm.ResourceVersion, "", ""
 		c.mu.Unlock()
-		if err != nil {
-			c.reject(ctx, cm, err.Error())
-			return
-		}
+		c.reject(ctx, cm, err.Error())
+		return
+	}
+	if len(misfits) > 0 {
 		lines := make([]string, len(misfits))
 		for i, m := range misfits {
 			lines[i] = m.String()
 		}
-		c.reject(ctx, cm, "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force:\n"+strings.Join(lines, "\n"))
+		msg := "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force; it is taken as soon as they let go of them:\n" + strings.Join(lines, "\n")
+		// Evaluated again on every freed address: say it again only
+		// when something else blocks it.
+		repeat := wasRefused && c.refusedMsg == msg
+		c.refusedRV, c.refusedMsg = cm.ResourceVersion, msg
+		c.mu.Unlock()
+		if repeat {
+			logger.V(2).Info("Refused address-pool config still blocked", "configmap", klog.KObj(cm), "blocking", len(misfits))
+			return
+		}
+		c.reject(ctx, cm, msg)
 		return
 	}
 	c.cfg, c.paused = cfg, false
+	c.cfgRV, c.refusedRV, c.refusedMsg = cm.ResourceVersion, "", ""
+	c.acceptedText, c.acceptedRV = text, cm.ResourceVersion
 	var restoreErrs []error
 	if first {
 		restoreErrs = c.restoreLocked()
@@ -293,11 +349,69 @@ func (c *Controller) syncConfig(ctx context.Context) {
 			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, msg)
 		}
 	}
-	logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
-	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, "Loaded "+strings.Join(cfg.Summary(), "; "))
+	loaded := "Loaded "
+	if wasRefused {
+		loaded = "Loaded the config refused before, now that no Service holds an address it would take: "
+		logger.Info("Refused address-pool config accepted: nothing blocks it any more", "configmap", klog.KObj(cm), "pools", len(cfg.Pools))
+	} else {
+		logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
+	}
+	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, loaded+strings.Join(cfg.Summary(), "; "))
 	for _, k := range retry {
 		c.queue.Add(k)
 	}
+}
+
+// settleInvalid records a config version that no change elsewhere can
+// make acceptable, so it is not parsed again.
+func (c *Controller) settleInvalid(rv string) {
+	c.mu.Lock()
+	c.cfgRV, c.refusedRV, c.refusedMsg = rv, "", ""
+	c.mu.Unlock()
+}
+
+// publish makes the accepted copy hold the config in force, writing only
+// when it differs.
+func (c *Controller) publish(ctx context.Context) error {
+	c.mu.Lock()
+	text, rv, have := c.acceptedText, c.acceptedRV, c.cfg != nil
+	c.mu.Unlock()
+	if !have {
+		return nil
+	}
+	name := api.AcceptedConfigName(c.opts.ConfigName)
+	hash := api.ConfigHash(text)
+	cur, err := c.accepted.ConfigMaps(c.opts.Namespace).Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && cur.Data[api.ConfigKey] == text && cur.Annotations[api.AnnotationAcceptedSHA256] == hash &&
+		cur.Annotations[api.AnnotationAcceptedResourceVersion] == rv {
+		return nil
+	}
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: c.opts.Namespace,
+			Labels: map[string]string{api.LabelAcceptedCopy: c.opts.ConfigName},
+			Annotations: map[string]string{
+				api.AnnotationAcceptedResourceVersion: rv,
+				api.AnnotationAcceptedSHA256:          hash,
+			},
+		},
+		Data: map[string]string{api.ConfigKey: text},
+	}
+	cms := c.client.CoreV1().ConfigMaps(c.opts.Namespace)
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(ctx, want, metav1.CreateOptions{FieldManager: api.FieldManagerController})
+	} else {
+		want.ResourceVersion = cur.ResourceVersion
+		_, err = cms.Update(ctx, want, metav1.UpdateOptions{FieldManager: api.FieldManagerController})
+	}
+	if err != nil {
+		return fmt.Errorf("publishing the accepted config in ConfigMap %s/%s: %w", c.opts.Namespace, name, err)
+	}
+	klog.FromContext(ctx).V(1).Info("Published the accepted config", "configmap", klog.KRef(c.opts.Namespace, name), "from", rv)
+	return nil
 }
 
 // restoreLocked records every address already in a Service's status in
@@ -564,10 +678,14 @@ func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
 	return nil
 }
 
-// retryFailed re-enqueues the Services waiting for an address.
+// retryFailed re-enqueues the Services waiting for an address, and a
+// config refused because Services held addresses it would take.
 func (c *Controller) retryFailed() {
 	c.mu.Lock()
 	keys := c.retryKeysLocked(false)
+	if c.refusedRV != "" {
+		keys = append(keys, configKey)
+	}
 	c.mu.Unlock()
 	for _, k := range keys {
 		c.queue.Add(k)

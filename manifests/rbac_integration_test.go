@@ -302,6 +302,7 @@ func TestControllerRBAC(t *testing.T) {
 		"WATCH /api/v1/services",
 		"GET /api/v1/namespaces/"+ns+"/configmaps",
 		"WATCH /api/v1/namespaces/"+ns+"/configmaps",
+		"POST /api/v1/namespaces/"+ns+"/configmaps",
 		"PATCH /api/v1/namespaces/"+svc.Namespace+"/services/"+svc.Name+"/status",
 		"POST /api/v1/namespaces/"+svc.Namespace+"/events",
 		"POST /api/v1/namespaces/"+ns+"/events",
@@ -432,6 +433,7 @@ func TestLeastPrivilege(t *testing.T) {
 	svc := lbService(t, "api")
 	status := []byte(`{"status":{"loadBalancer":{"ingress":[{"ip":"192.168.56.109"}]}}}`)
 	byName := metav1.ListOptions{FieldSelector: "metadata.name=" + api.DefaultConfigName}
+	accepted := metav1.ListOptions{FieldSelector: "metadata.name=" + api.AcceptedConfigName(api.DefaultConfigName)}
 	ctrl, _ := saClient(t, "controller")
 	spk, _ := saClient(t, "speaker")
 
@@ -470,10 +472,19 @@ func TestLeastPrivilege(t *testing.T) {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
 			return err
 		}, true},
-		{spk, "speaker lists the ConfigMap by name", func(c kubernetes.Interface) error {
+		// Speakers read only the config the controller accepted.
+		{spk, "speaker lists the user's ConfigMap", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, byName)
 			return err
+		}, true},
+		{spk, "speaker lists the accepted copy by name", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, accepted)
+			return err
 		}, false},
+		{spk, "speaker writes the accepted copy", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: api.AcceptedConfigName(api.DefaultConfigName)}}, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}, true},
 		{spk, "speaker lists ConfigMaps elsewhere", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().ConfigMaps(svc.Namespace).List(ctx, byName)
 			return err
@@ -505,6 +516,10 @@ func TestLeastPrivilege(t *testing.T) {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, byName)
 			return err
 		}, false},
+		{ctrl, "controller updates the user's ConfigMap", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: api.DefaultConfigName}}, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}, true},
 		{ctrl, "controller updates a Service's spec", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().Services(svc.Namespace).Update(ctx, svc, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err

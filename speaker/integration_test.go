@@ -64,6 +64,14 @@ func newClusterWith(t *testing.T, class, cfg string, adjust func(node string, o 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No controller runs here: accept the config as it would.
+	acc := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: api.AcceptedConfigName("config"), Annotations: map[string]string{api.AnnotationAcceptedSHA256: api.ConfigHash(cfg)}},
+		Data:       map[string]string{"config": cfg},
+	}
+	if _, err := env.Client.CoreV1().ConfigMaps(ns).Create(ctx, acc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	c := &cluster{t: t, speakers: map[string]*Speaker{}, anns: map[string]*recorder{}, class: class}
 	var wg sync.WaitGroup
 	for _, n := range nodes {

@@ -147,9 +147,14 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		inf.AddEventHandler(handler)
 		s.synced = append(s.synced, inf.HasSynced)
 	}
+	// Only the controller's accepted copy of the config is read, never
+	// the user's ConfigMap: a config the controller refused must not
+	// change where or how addresses are announced (api.AcceptedConfigName).
 	s.cmFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithNamespace(opts.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + opts.ConfigName }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "metadata.name=" + api.AcceptedConfigName(opts.ConfigName)
+		}))
 	cmInf := s.cmFactory.Core().V1().ConfigMaps()
 	s.configs = cmInf.Lister()
 	cmInf.Informer().AddEventHandler(handler)
@@ -384,11 +389,14 @@ func (s *Speaker) retryIn(d time.Duration) {
 	s.retry = time.AfterFunc(d, s.Kick)
 }
 
-// loadConfig takes the latest valid config; an invalid one keeps the last
-// good one in force, as in the controller.
+// loadConfig takes the config the controller accepted last, from its
+// accepted copy. Without a copy (none published yet, or deleted until the
+// controller writes it back) and with a copy that does not match its hash
+// or does not parse, the config this speaker has stays in force.
 func (s *Speaker) loadConfig(ctx context.Context) {
-	cm, err := s.configs.ConfigMaps(s.opts.Namespace).Get(s.opts.ConfigName)
-	if apierrors.IsNotFound(err) || err != nil {
+	name := api.AcceptedConfigName(s.opts.ConfigName)
+	cm, err := s.configs.ConfigMaps(s.opts.Namespace).Get(name)
+	if err != nil {
 		return
 	}
 	s.mu.Lock()
@@ -398,14 +406,21 @@ func (s *Speaker) loadConfig(ctx context.Context) {
 	if same {
 		return
 	}
-	cfg, err := config.Parse([]byte(cm.Data[api.ConfigKey]))
+	logger := klog.FromContext(ctx).WithValues("configmap", klog.KObj(cm))
+	text := cm.Data[api.ConfigKey]
+	if want := cm.Annotations[api.AnnotationAcceptedSHA256]; want != api.ConfigHash(text) {
+		logger.Info("Ignoring the accepted config: its text does not match its hash (edited by hand?); the controller writes it back", "annotation", api.AnnotationAcceptedSHA256)
+		return
+	}
+	cfg, err := config.Parse([]byte(text))
 	if err != nil {
-		klog.FromContext(ctx).Info("Ignoring invalid address-pool config; the last good one stays in force", "problems", err.Error())
+		logger.Info("Ignoring an accepted config this speaker cannot parse (a newer controller?); the last one stays in force", "problems", err.Error())
 		return
 	}
 	s.mu.Lock()
 	s.cfg = cfg
 	s.mu.Unlock()
+	logger.Info("Applying the accepted address-pool config", "from", cm.Annotations[api.AnnotationAcceptedResourceVersion], "pools", len(cfg.Pools))
 }
 
 // addresses lists every assigned address with the Services using it.
