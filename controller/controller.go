@@ -59,24 +59,24 @@ var errNoConfig = errors.New("waiting for the address-pool ConfigMap")
 // never hands one key to two workers. mu guards the allocator and the
 // fields below it, and is never held across an API call.
 type Controller struct {
-	opts      Options
-	client    kubernetes.Interface
+	opts       Options
+	client     kubernetes.Interface
 	factory    informers.SharedInformerFactory
 	cmFactory  informers.SharedInformerFactory
 	accFactory informers.SharedInformerFactory
 	services   corelisters.ServiceLister
 	configs    corelisters.ConfigMapLister
 	accepted   corelisters.ConfigMapLister // the accepted copy (api.AcceptedConfigName)
-	synced    []cache.InformerSynced
-	queue     workqueue.TypedRateLimitingInterface[string]
-	metrics   *Metrics
+	synced     []cache.InformerSynced
+	queue      workqueue.TypedRateLimitingInterface[string]
+	metrics    *Metrics
 
 	leading atomic.Bool
 	started atomic.Bool // Run has synced its caches and the config once
 
-	mu     sync.Mutex
-	alloc  *ipam.Allocator
-	cfg    *config.Config // last config taken; nil until one is
+	mu    sync.Mutex
+	alloc *ipam.Allocator
+	cfg   *config.Config // last config taken; nil until one is
 	// cfgRV is the resourceVersion of the ConfigMap last settled: accepted,
 	// or refused as invalid (which no change elsewhere can cure). A config
 	// refused because it would take addresses from Services is not
