@@ -27,6 +27,8 @@ test: lint unit fuzz integration e2e cluster-e2e
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The speaker binary must not pull in the controller (workqueue, its metrics).
+	@if $(GO) list -deps ./speaker/cmd/speaker | grep -q 'ironlb/ironlb/controller'; then echo "speaker/cmd/speaker imports the controller package"; exit 1; fi
 
 # Tier 1: pure packages and binaries, with the race detector.
 unit:

@@ -26,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -420,10 +421,10 @@ func (c *Controller) restoreLocked() []error {
 	svcs, _ := c.services.List(everything)
 	var snap []ipam.Assignment
 	for _, svc := range svcs {
-		if !Ours(svc, c.opts.LBClass) {
+		if !service.Ours(svc, c.opts.LBClass) {
 			continue
 		}
-		ips := IngressIPs(svc)
+		ips := service.IngressIPs(svc)
 		if len(ips) == 0 {
 			continue
 		}
@@ -480,7 +481,7 @@ func (c *Controller) retryKeysLocked(all bool) []string {
 		svcs, _ := c.services.List(everything)
 		keys := make([]string, 0, len(svcs))
 		for _, s := range svcs {
-			if Ours(s, c.opts.LBClass) {
+			if service.Ours(s, c.opts.LBClass) {
 				keys = append(keys, s.Namespace+"/"+s.Name)
 			}
 		}
@@ -517,7 +518,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if !Ours(svc, c.opts.LBClass) {
+	if !service.Ours(svc, c.opts.LBClass) {
 		return c.disown(ctx, svc)
 	}
 	req, reqErr := NewRequest(svc)

@@ -29,18 +29,6 @@ type Request struct {
 	Pool string
 }
 
-// Ours reports whether the controller handles svc: a LoadBalancer whose
-// loadBalancerClass is unset, or equals class when class is set.
-func Ours(svc *corev1.Service, class string) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if class == "" {
-		return svc.Spec.LoadBalancerClass == nil
-	}
-	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == class
-}
-
 // annotation returns the ironlb annotation, else its MetalLB spelling.
 func annotation(svc *corev1.Service, key, metallbKey string) string {
 	if v, ok := svc.Annotations[key]; ok {
@@ -211,18 +199,6 @@ func Ingress(addrs []netip.Addr, fams []ipam.Family) []corev1.LoadBalancerIngres
 			if ipam.FamilyOf(a) == f {
 				out = append(out, corev1.LoadBalancerIngress{IP: a.String(), IPMode: &vip})
 			}
-		}
-	}
-	return out
-}
-
-// IngressIPs reads the addresses from a Service's status, skipping
-// hostnames and anything unparsable.
-func IngressIPs(svc *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil {
-			out = append(out, ip)
 		}
 	}
 	return out

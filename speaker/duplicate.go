@@ -13,7 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
-	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -225,7 +225,7 @@ func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
 	all, _ := s.services.List(labels.Everything())
 	var out []*corev1.Service
 	for _, svc := range all {
-		if controller.Ours(svc, s.opts.LBClass) && slices.Contains(controller.IngressIPs(svc), ip) {
+		if service.Ours(svc, s.opts.LBClass) && slices.Contains(service.IngressIPs(svc), ip) {
 			out = append(out, svc)
 		}
 	}

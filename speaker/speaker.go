@@ -34,8 +34,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -429,10 +429,10 @@ func (s *Speaker) addresses(cfg *config.Config) ([]election.Address, map[netip.A
 	byIP := map[netip.Addr][]election.Service{}
 	users := map[netip.Addr][]*corev1.Service{}
 	for _, svc := range svcs {
-		if !controller.Ours(svc, s.opts.LBClass) {
+		if !service.Ours(svc, s.opts.LBClass) {
 			continue
 		}
-		ips := controller.IngressIPs(svc)
+		ips := service.IngressIPs(svc)
 		if len(ips) == 0 {
 			continue
 		}
