@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,8 +56,9 @@ var errNoConfig = errors.New("waiting for the address-pool ConfigMap")
 // Controller assigns addresses to Services.
 //
 // Workers run reconcile concurrently, for different keys; the workqueue
-// never hands one key to two workers. mu guards the allocator and the
-// fields below it, and is never held across an API call.
+// never hands one key to two workers. Every decision about addresses is
+// made by the ledger, which is safe for concurrent use; mu guards the
+// config fields below it and is never held across an API call.
 type Controller struct {
 	opts       Options
 	client     kubernetes.Interface
@@ -75,9 +75,10 @@ type Controller struct {
 	leading atomic.Bool
 	started atomic.Bool // Run has synced its caches and the config once
 
-	mu    sync.Mutex
-	alloc *ipam.Allocator
-	cfg   *config.Config // last config taken; nil until one is
+	ledger *ipam.Ledger
+
+	mu  sync.Mutex
+	cfg *config.Config // last config taken; nil until one is
 	// cfgRV is the resourceVersion of the ConfigMap last settled: accepted,
 	// or refused as invalid (which no change elsewhere can cure). A config
 	// refused because it would take addresses from Services is not
@@ -89,14 +90,6 @@ type Controller struct {
 	// acceptedText and acceptedRV are the config in force and the
 	// resourceVersion it came from, as published in the accepted copy.
 	acceptedText, acceptedRV string
-	paused                   bool // the ConfigMap is gone: keep addresses, give none
-	// failed holds the current failure message of each Service waiting for
-	// an address, to retry them when addresses are freed or pools change.
-	failed map[string]string
-	// pinned holds addresses found in a Service's status that the current
-	// config does not cover. They stay in the status, untouched, until a
-	// config covers them again or the Service lets them go.
-	pinned map[string][]netip.Addr
 }
 
 // New builds a controller; Run starts it.
@@ -111,9 +104,7 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 		opts:    opts,
 		client:  client,
 		metrics: opts.Metrics,
-		alloc:   ipam.New(),
-		failed:  map[string]string{},
-		pinned:  map[string][]netip.Addr{},
+		ledger:  ipam.NewLedger(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-controller"}),
@@ -257,8 +248,9 @@ func (c *Controller) syncConfig(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	cm, err := c.configs.ConfigMaps(c.opts.Namespace).Get(c.opts.ConfigName)
 	if apierrors.IsNotFound(err) {
+		c.ledger.Pause()
 		c.mu.Lock()
-		c.paused, c.cfgRV, c.refusedRV, c.refusedMsg = true, "", "", ""
+		c.cfgRV, c.refusedRV, c.refusedMsg = "", "", ""
 		c.mu.Unlock()
 		c.metrics.configState(false, true)
 		// The accepted copy stays: speakers keep announcing as before.
@@ -295,16 +287,21 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 	}
 
 	c.mu.Lock()
-	first := c.cfg == nil
 	wasRefused := c.refusedRV == cm.ResourceVersion
-	misfits, err := c.alloc.SetPools(cfg.IPAM())
+	c.mu.Unlock()
+	// The snapshot matters only for the first pools; the ledger ignores it
+	// later, so it is not built then. Only this key's worker loads pools.
+	var snapshot []ipam.Assignment
+	if c.cfgNil() {
+		snapshot = c.snapshot()
+	}
+	loaded, err := c.ledger.Load(cfg.IPAM(), snapshot)
 	if err != nil {
-		c.cfgRV, c.refusedRV, c.refusedMsg = cm.ResourceVersion, "", ""
-		c.mu.Unlock()
+		c.settleInvalid(cm.ResourceVersion)
 		c.reject(ctx, cm, err.Error())
 		return
 	}
-	if len(misfits) > 0 {
+	if misfits := loaded.Misfits; len(misfits) > 0 {
 		lines := make([]string, len(misfits))
 		for i, m := range misfits {
 			lines[i] = m.String()
@@ -312,6 +309,7 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 		msg := "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force; it is taken as soon as they let go of them:\n" + strings.Join(lines, "\n")
 		// Evaluated again on every freed address: say it again only
 		// when something else blocks it.
+		c.mu.Lock()
 		repeat := wasRefused && c.refusedMsg == msg
 		c.refusedRV, c.refusedMsg = cm.ResourceVersion, msg
 		c.mu.Unlock()
@@ -322,16 +320,14 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 		c.reject(ctx, cm, msg)
 		return
 	}
-	c.cfg, c.paused = cfg, false
+	first, restoreErrs, retry := loaded.First, loaded.RestoreErrors, loaded.Retry
+	if first {
+		retry = c.ourKeys()
+	}
+	c.mu.Lock()
+	c.cfg = cfg
 	c.cfgRV, c.refusedRV, c.refusedMsg = cm.ResourceVersion, "", ""
 	c.acceptedText, c.acceptedRV = text, cm.ResourceVersion
-	var restoreErrs []error
-	if first {
-		restoreErrs = c.restoreLocked()
-	} else {
-		c.repinLocked()
-	}
-	retry := c.retryKeysLocked(first)
 	c.mu.Unlock()
 
 	c.metrics.configState(true, false)
@@ -350,14 +346,14 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, msg)
 		}
 	}
-	loaded := "Loaded "
+	note := "Loaded "
 	if wasRefused {
-		loaded = "Loaded the config refused before, now that no Service holds an address it would take: "
+		note = "Loaded the config refused before, now that no Service holds an address it would take: "
 		logger.Info("Refused address-pool config accepted: nothing blocks it any more", "configmap", klog.KObj(cm), "pools", len(cfg.Pools))
 	} else {
 		logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
 	}
-	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, loaded+strings.Join(cfg.Summary(), "; "))
+	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
 	for _, k := range retry {
 		c.queue.Add(k)
 	}
@@ -415,9 +411,10 @@ func (c *Controller) publish(ctx context.Context) error {
 	return nil
 }
 
-// restoreLocked records every address already in a Service's status in
-// one pass, before anything is allocated, so a restart changes nothing.
-func (c *Controller) restoreLocked() []error {
+// snapshot lists every address already in a Service's status, for the
+// ledger to restore in one pass before anything is allocated, so a
+// restart changes nothing.
+func (c *Controller) snapshot() []ipam.Assignment {
 	svcs, _ := c.services.List(everything)
 	var snap []ipam.Assignment
 	for _, svc := range svcs {
@@ -431,67 +428,29 @@ func (c *Controller) restoreLocked() []error {
 		req, err := NewRequest(svc)
 		if err != nil {
 			// A bad annotation must not cost the Service its address.
-			req = &Request{Service: ipam.Service{Key: svc.Namespace + "/" + svc.Name}}
+			req = &Request{Service: ipam.Service{Key: service.Key(svc)}}
 		}
 		snap = append(snap, ipam.Assignment{Service: req.Service, Addrs: ips})
 	}
-	errs := c.alloc.Restore(snap)
-	for _, err := range errs {
-		var re *ipam.RestoreError
-		if errors.As(err, &re) && !errors.Is(err, ipam.ErrInUse) {
-			// Outside the config: keep it in the status rather than take a
-			// working address away. In use by another Service: the loser
-			// gets a new address from reconcile.
-			c.pinned[re.Key] = append(c.pinned[re.Key], re.Addr)
-		}
-	}
-	return errs
+	return snap
 }
 
-// repinLocked retries pinned addresses after the pools changed.
-func (c *Controller) repinLocked() {
-	for key, addrs := range c.pinned {
-		svc, err := c.serviceByKey(key)
-		if err != nil {
-			delete(c.pinned, key)
-			continue
+// ourKeys lists every Service the controller handles.
+func (c *Controller) ourKeys() []string {
+	svcs, _ := c.services.List(everything)
+	keys := make([]string, 0, len(svcs))
+	for _, s := range svcs {
+		if service.Ours(s, c.opts.LBClass) {
+			keys = append(keys, service.Key(s))
 		}
-		req, err := NewRequest(svc)
-		if err != nil {
-			req = &Request{Service: ipam.Service{Key: key}}
-		}
-		keep := addrs[:0]
-		for _, ip := range addrs {
-			if c.alloc.Assign(req.Service, ip, "") != nil {
-				keep = append(keep, ip)
-			}
-		}
-		if len(keep) == 0 {
-			delete(c.pinned, key)
-		} else {
-			c.pinned[key] = keep
-		}
-	}
-}
-
-// retryKeysLocked lists the Services to reconcile after a config change:
-// all of ours after the first load, else those waiting for an address.
-func (c *Controller) retryKeysLocked(all bool) []string {
-	if all {
-		svcs, _ := c.services.List(everything)
-		keys := make([]string, 0, len(svcs))
-		for _, s := range svcs {
-			if service.Ours(s, c.opts.LBClass) {
-				keys = append(keys, s.Namespace+"/"+s.Name)
-			}
-		}
-		return keys
-	}
-	keys := make([]string, 0, len(c.failed))
-	for k := range c.failed {
-		keys = append(keys, k)
 	}
 	return keys
+}
+
+func (c *Controller) cfgNil() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg == nil
 }
 
 func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
@@ -521,44 +480,19 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if !service.Ours(svc, c.opts.LBClass) {
 		return c.disown(ctx, svc)
 	}
-	req, reqErr := NewRequest(svc)
-
-	c.mu.Lock()
-	var addrs []netip.Addr
-	var failure error
-	freed := false
-	switch {
-	case reqErr != nil:
+	var res ipam.Result
+	if req, err := NewRequest(svc); err != nil {
 		// Keep what the Service holds; say what is wrong with the request.
-		failure = reqErr
-		addrs = append(c.alloc.Addrs(key), c.pinned[key]...)
-	case c.cfg == nil:
-		c.mu.Unlock()
+		res = c.ledger.Hold(key, err)
+	} else if res = c.ledger.Ensure(*req); res.Wait {
 		return nil // Run re-enqueues every Service once a config loads.
-	default:
-		addrs, failure, freed = c.allocateLocked(req)
 	}
-	// Each distinct failure raises one Event, not one per retry.
-	report := false
-	if failure != nil {
-		prev, had := c.failed[key]
-		report = !had || prev != failure.Error()
-		c.failed[key] = failure.Error()
-	} else {
-		delete(c.failed, key)
-	}
-	c.mu.Unlock()
-	if freed {
+	if res.Freed {
 		c.retryFailed()
 	}
-
-	// Status lists addresses in the Service's family order; addresses kept
-	// despite a bad request fall back to IPv4 first.
-	fams := []ipam.Family{ipam.IPv4, ipam.IPv6}
-	if req != nil && len(req.Families) > 0 && req.Families[0] == ipam.IPv6 {
-		fams = []ipam.Family{ipam.IPv6, ipam.IPv4}
-	}
-	want := Ingress(addrs, fams)
+	c.metrics.allocations.Add(float64(res.Taken))
+	addrs, failure, report := res.Addrs, res.Err, res.Report
+	want := Ingress(addrs)
 	if !SameIngress(svc.Status.LoadBalancer.Ingress, want) {
 		if err := c.patchStatus(ctx, svc, want); err != nil {
 			return err
@@ -579,80 +513,9 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	return nil
 }
 
-// allocateLocked gives req one address per wanted family. A required
-// family that cannot be served fails the whole request, and addresses
-// taken for it in this pass are given back.
-func (c *Controller) allocateLocked(req *Request) (addrs []netip.Addr, failure error, freed bool) {
-	key := req.Service.Key
-	held := c.alloc.Addrs(key)
-	pinned := c.pinned[key]
-	var taken []netip.Addr
-	for i, f := range req.Families {
-		if slices.ContainsFunc(pinned, func(ip netip.Addr) bool { return ipam.FamilyOf(ip) == f }) {
-			continue
-		}
-		var ip netip.Addr
-		var err error
-		switch want, requested := req.IPs[f]; {
-		case requested:
-			ip, err = want, c.alloc.Assign(req.Service, want, req.Pool)
-		case c.paused:
-			if ip, err = heldIn(held, f); err == nil {
-				err = c.alloc.Assign(req.Service, ip, "")
-			}
-		default:
-			ip, err = c.alloc.Allocate(req.Service, f, req.Pool)
-		}
-		if err != nil {
-			if req.Required[i] {
-				failure = fmt.Errorf("%s address: %w", f, err)
-				break
-			}
-			continue
-		}
-		if !slices.Contains(held, ip) {
-			taken = append(taken, ip)
-		}
-	}
-	if failure != nil {
-		for _, ip := range taken {
-			c.alloc.ReleaseAddr(key, ip)
-		}
-	} else {
-		// Families the Service no longer wants.
-		for _, ip := range c.alloc.Addrs(key) {
-			if !slices.Contains(req.Families, ipam.FamilyOf(ip)) {
-				c.alloc.ReleaseAddr(key, ip)
-			}
-		}
-	}
-	now := c.alloc.Addrs(key)
-	for _, ip := range held {
-		if !slices.Contains(now, ip) {
-			freed = true
-		}
-	}
-	c.metrics.allocations.Add(float64(len(taken)))
-	return append(now, pinned...), failure, freed
-}
-
-func heldIn(held []netip.Addr, f ipam.Family) (netip.Addr, error) {
-	for _, ip := range held {
-		if ipam.FamilyOf(ip) == f {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, errNoConfig
-}
-
 // forget releases a deleted Service's addresses.
 func (c *Controller) forget(key string) {
-	c.mu.Lock()
-	freed := len(c.alloc.Release(key)) > 0
-	delete(c.failed, key)
-	delete(c.pinned, key)
-	c.mu.Unlock()
-	if freed {
+	if c.ledger.Release(key) {
 		c.updatePoolMetrics()
 		c.retryFailed()
 	}
@@ -662,11 +525,8 @@ func (c *Controller) forget(key string) {
 // changed) and clears the status we wrote. A Service we never held is left
 // alone: its status may belong to another load balancer.
 func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
-	key := svc.Namespace + "/" + svc.Name
-	c.mu.Lock()
-	held := len(c.alloc.Addrs(key)) > 0 || len(c.pinned[key]) > 0
-	c.mu.Unlock()
-	if !held {
+	key := service.Key(svc)
+	if !c.ledger.Holds(key) {
 		return nil
 	}
 	if len(svc.Status.LoadBalancer.Ingress) > 0 {
@@ -682,8 +542,8 @@ func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
 // retryFailed re-enqueues the Services waiting for an address, and a
 // config refused because Services held addresses it would take.
 func (c *Controller) retryFailed() {
+	keys := c.ledger.Waiting()
 	c.mu.Lock()
-	keys := c.retryKeysLocked(false)
 	if c.refusedRV != "" {
 		keys = append(keys, configKey)
 	}
@@ -708,23 +568,18 @@ func (c *Controller) patchStatus(ctx context.Context, svc *corev1.Service, ingre
 
 func (c *Controller) describeAddrs(addrs []netip.Addr) string {
 	parts := make([]string, len(addrs))
-	c.mu.Lock()
 	for i, ip := range addrs {
-		if pool, ok := c.alloc.PoolOf(ip); ok {
+		if pool, ok := c.ledger.PoolOf(ip); ok {
 			parts[i] = fmt.Sprintf("%s from pool %s", ip, pool)
 		} else {
 			parts[i] = ip.String()
 		}
 	}
-	c.mu.Unlock()
 	return "Assigned IP " + strings.Join(parts, ", ")
 }
 
 func (c *Controller) updatePoolMetrics() {
-	c.mu.Lock()
-	stats := c.alloc.Stats()
-	c.mu.Unlock()
-	c.metrics.pools(stats)
+	c.metrics.pools(c.ledger.Stats())
 }
 
 func serviceRef(svc *corev1.Service) *corev1.ObjectReference {

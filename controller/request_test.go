@@ -123,7 +123,7 @@ func TestNewRequestErrors(t *testing.T) {
 
 func TestSameIngress(t *testing.T) {
 	vip, proxy := corev1.LoadBalancerIPModeVIP, corev1.LoadBalancerIPModeProxy
-	want := Ingress([]netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("10.0.0.1")}, []ipam.Family{ipam.IPv4, ipam.IPv6})
+	want := Ingress([]netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")})
 	if want[0].IP != "10.0.0.1" || want[1].IP != "2001:db8::1" {
 		t.Fatalf("Ingress order = %v", want)
 	}
