@@ -38,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	checkConfig := fs.String("check-config", "", "validate FILE (a ConfigMap manifest or bare config text, - for stdin), print one line per pool, and exit 0 if valid or 1 with every problem")
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means as kubectl: $KUBECONFIG, else ~/.kube/config, else the in-cluster config")
 	namespace := fs.String("namespace", api.DefaultNamespace, "namespace of the address-pool ConfigMap, the memberlist Secret and the leader-election Lease")
 	configName := fs.String("config-name", api.DefaultConfigName, "name of the address-pool ConfigMap")
 	lbClass := fs.String("lb-class", "", "handle only Services with this spec.loadBalancerClass; when empty, only Services without a class")
