@@ -109,6 +109,7 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-controller"}),
 	}
+	c.metrics.setSource(c.ledger.Stats)
 	// Services are many and large: drop managedFields from the cache, which
 	// the controller never reads.
 	c.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -331,7 +332,6 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 	c.mu.Unlock()
 
 	c.metrics.configState(true, false)
-	c.updatePoolMetrics()
 	for _, err := range restoreErrs {
 		var re *ipam.RestoreError
 		if !errors.As(err, &re) {
@@ -497,7 +497,6 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		if err := c.patchStatus(ctx, svc, want); err != nil {
 			return err
 		}
-		c.updatePoolMetrics()
 		if len(want) > 0 {
 			c.event(ctx, serviceRef(svc), corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
 			logger.V(2).Info("Addresses assigned", "addresses", addrs)
@@ -516,7 +515,6 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 // forget releases a deleted Service's addresses.
 func (c *Controller) forget(key string) {
 	if c.ledger.Release(key) {
-		c.updatePoolMetrics()
 		c.retryFailed()
 	}
 }
@@ -576,10 +574,6 @@ func (c *Controller) describeAddrs(addrs []netip.Addr) string {
 		}
 	}
 	return "Assigned IP " + strings.Join(parts, ", ")
-}
-
-func (c *Controller) updatePoolMetrics() {
-	c.metrics.pools(c.ledger.Stats())
 }
 
 func serviceRef(svc *corev1.Service) *corev1.ObjectReference {
