@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/recorder"
 	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/ipam"
@@ -39,7 +40,7 @@ type Options struct {
 	LBClass string
 	// Workers reconcile Services in parallel.
 	Workers int
-	// Instance names this replica in Events.
+	// Instance names this replica in Events (reportingInstance).
 	Instance string
 	Metrics  *Metrics
 }
@@ -71,6 +72,7 @@ type Controller struct {
 	synced     []cache.InformerSynced
 	queue      workqueue.TypedRateLimitingInterface[string]
 	metrics    *Metrics
+	recorder   *recorder.Recorder
 
 	leading atomic.Bool
 	started atomic.Bool // Run has synced its caches and the config once
@@ -105,6 +107,9 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 		client:  client,
 		metrics: opts.Metrics,
 		ledger:  ipam.NewLedger(),
+		// Events go out from the library's goroutines, so a worker never
+		// waits for one, and repeats fold into a series.
+		recorder: recorder.New(client, api.ReportingController, opts.Instance),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-controller"}),
@@ -169,6 +174,9 @@ func (c *Controller) enqueueService(obj any) {
 func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	defer c.queue.ShutDown()
+	if err := c.recorder.Start(ctx); err != nil {
+		return fmt.Errorf("starting the Event recorder: %w", err)
+	}
 	c.factory.Start(ctx.Done())
 	c.cmFactory.Start(ctx.Done())
 	c.accFactory.Start(ctx.Done())
@@ -332,18 +340,25 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 	c.mu.Unlock()
 
 	c.metrics.configState(true, false)
+	// A restart under the config the last run accepted (the accepted copy
+	// says so) changes nothing, and says nothing: what there was to say
+	// was said by the run that accepted it.
+	again := first && c.publishedAlready(cm.ResourceVersion, text)
 	for _, err := range restoreErrs {
 		var re *ipam.RestoreError
 		if !errors.As(err, &re) {
 			continue
 		}
 		logger.Info("Existing address not restored", "service", re.Key, "reason", err.Error())
+		if again && !errors.Is(err, ipam.ErrInUse) {
+			continue
+		}
 		if svc, gerr := c.serviceByKey(re.Key); gerr == nil {
 			msg := err.Error() + "; it is kept until the config covers it again"
 			if errors.Is(err, ipam.ErrInUse) {
 				msg = err.Error() + "; a new address will be allocated"
 			}
-			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, msg)
+			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, msg)
 		}
 	}
 	note := "Loaded "
@@ -353,10 +368,20 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 	} else {
 		logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
 	}
-	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
+	if !again {
+		c.recorder.Event(cm, corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
+	}
 	for _, k := range retry {
 		c.queue.Add(k)
 	}
+}
+
+// publishedAlready reports whether the accepted copy already holds text,
+// taken from the ConfigMap version rv.
+func (c *Controller) publishedAlready(rv, text string) bool {
+	cur, err := c.accepted.ConfigMaps(c.opts.Namespace).Get(api.AcceptedConfigName(c.opts.ConfigName))
+	return err == nil && cur.Annotations[api.AnnotationAcceptedResourceVersion] == rv &&
+		cur.Annotations[api.AnnotationAcceptedSHA256] == api.ConfigHash(text) && cur.Data[api.ConfigKey] == text
 }
 
 // settleInvalid records a config version that no change elsewhere can
@@ -461,7 +486,7 @@ func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
 func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, msg string) {
 	klog.FromContext(ctx).Error(nil, "Address-pool config rejected", "configmap", klog.KObj(cm), "problems", msg)
 	c.metrics.configState(c.Ready(), true)
-	c.event(ctx, configRef(cm), corev1.EventTypeWarning, api.EventConfigRejected, msg)
+	c.recorder.Event(cm, corev1.EventTypeWarning, api.EventConfigRejected, msg)
 }
 
 // reconcile brings one Service's addresses and status in line with its
@@ -498,7 +523,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 			return err
 		}
 		if len(want) > 0 {
-			c.event(ctx, serviceRef(svc), corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
+			c.recorder.Event(svc, corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
 			logger.V(2).Info("Addresses assigned", "addresses", addrs)
 		}
 	}
@@ -506,7 +531,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		c.metrics.failures.Inc()
 		if report {
 			logger.Info("Allocation failed", "reason", failure.Error())
-			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
+			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
 		}
 	}
 	return nil
@@ -574,38 +599,4 @@ func (c *Controller) describeAddrs(addrs []netip.Addr) string {
 		}
 	}
 	return "Assigned IP " + strings.Join(parts, ", ")
-}
-
-func serviceRef(svc *corev1.Service) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, ResourceVersion: svc.ResourceVersion}
-}
-
-func configRef(cm *corev1.ConfigMap) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: cm.Namespace, Name: cm.Name, UID: cm.UID, ResourceVersion: cm.ResourceVersion}
-}
-
-// event writes a core/v1 Event from the calling worker. client-go's
-// recorder sends Events one at a time from a single goroutine, which
-// becomes the bottleneck when thousands of Services converge at once.
-func (c *Controller) event(ctx context.Context, ref *corev1.ObjectReference, typ, reason, msg string) {
-	if len(msg) > 1024 {
-		msg = msg[:1021] + "..."
-	}
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ref.Name, time.Now().UnixNano()), Namespace: ref.Namespace},
-		InvolvedObject:      *ref,
-		Reason:              reason,
-		Message:             msg,
-		Type:                typ,
-		Source:              corev1.EventSource{Component: "ironlb-controller"},
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-		ReportingController: "ironlb.io/controller",
-		ReportingInstance:   c.opts.Instance,
-	}
-	if _, err := c.client.CoreV1().Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		klog.FromContext(ctx).V(1).Info("Event not recorded", "reason", reason, "object", klog.KRef(ref.Namespace, ref.Name), "err", err)
-	}
 }

@@ -304,8 +304,8 @@ func TestControllerRBAC(t *testing.T) {
 		"WATCH /api/v1/namespaces/"+ns+"/configmaps",
 		"POST /api/v1/namespaces/"+ns+"/configmaps",
 		"PATCH /api/v1/namespaces/"+svc.Namespace+"/services/"+svc.Name+"/status",
-		"POST /api/v1/namespaces/"+svc.Namespace+"/events",
-		"POST /api/v1/namespaces/"+ns+"/events",
+		"POST /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events",
+		"POST /apis/events.k8s.io/v1/namespaces/"+ns+"/events",
 		"GET /api/v1/namespaces/"+ns+"/secrets/"+api.MemberlistSecret,
 		"POST /api/v1/namespaces/"+ns+"/secrets",
 		"POST /apis/coordination.k8s.io/v1/namespaces/"+ns+"/leases",
@@ -394,13 +394,13 @@ func TestSpeakerRBAC(t *testing.T) {
 		return ev != nil, err
 	})
 	// Lose the address (no live member) and win it back: the recorder
-	// sees the same Event again and patches its count.
+	// sees the same Event again and patches it into a series.
 	sp.MembersChanged(nil)
 	poll(t, log, "the speaker to let go of "+ip.String(), 30*time.Second, func(context.Context) (bool, error) { return !ann.owns(ip), nil })
 	sp.MembersChanged([]string{node})
 	poll(t, log, "the nodeAssigned Event's count to reach 2", 30*time.Second, func(ctx context.Context) (bool, error) {
 		ev, err := findEvent(ctx, svc.Namespace, svc.Name, api.EventNodeAssigned)
-		return ev != nil && ev.Count >= 2, err
+		return ev != nil && ev.Series != nil && ev.Series.Count >= 2, err
 	})
 
 	log.check(t,
@@ -413,8 +413,8 @@ func TestSpeakerRBAC(t *testing.T) {
 		"WATCH /apis/discovery.k8s.io/v1/endpointslices",
 		"GET /api/v1/namespaces/"+ns+"/configmaps",
 		"WATCH /api/v1/namespaces/"+ns+"/configmaps",
-		"POST /api/v1/namespaces/"+svc.Namespace+"/events",
-		"PATCH /api/v1/namespaces/"+svc.Namespace+"/events/",
+		"POST /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events",
+		"PATCH /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events/",
 	)
 }
 

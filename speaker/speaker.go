@@ -25,15 +25,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	evrec "github.com/ironlb/ironlb/api/recorder"
 	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/speaker/election"
@@ -81,7 +79,7 @@ type Speaker struct {
 	client    kubernetes.Interface
 	announcer Announcer
 	metrics   *Metrics
-	recorder  record.EventRecorder
+	recorder  *evrec.Recorder
 
 	factory   informers.SharedInformerFactory
 	cmFactory informers.SharedInformerFactory
@@ -160,9 +158,7 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 	cmInf.Informer().AddEventHandler(handler)
 	s.synced = append(s.synced, cmInf.Informer().HasSynced)
 
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	s.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ironlb-speaker", Host: opts.NodeName})
+	s.recorder = evrec.New(client, api.ReportingSpeaker, opts.NodeName)
 	return s
 }
 
@@ -215,6 +211,9 @@ func (s *Speaker) SetIsolated(v bool) {
 // Run waits for the caches, then keeps the announcer in line with the
 // elected owners until ctx ends.
 func (s *Speaker) Run(ctx context.Context) error {
+	if err := s.recorder.Start(ctx); err != nil {
+		return fmt.Errorf("starting the Event recorder: %w", err)
+	}
 	s.factory.Start(ctx.Done())
 	s.cmFactory.Start(ctx.Done())
 	defer s.factory.Shutdown()
