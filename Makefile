@@ -85,7 +85,7 @@ bench-cluster:
 bench:
 	$(GO) test ./ipam -run '^$$' -bench 'Allocate|Holders' -benchmem -count 5
 
-# Controller convergence and restart on a fresh control plane (N=5000).
+# Convergence and restart of the controller binary with the manifest's args, on a fresh control plane (N=5000).
 bench-controller:
 	bash hack/bench-controller.sh $(N)
 
