@@ -429,6 +429,12 @@ func (c *Controller) publish(ctx context.Context) error {
 		want.ResourceVersion = cur.ResourceVersion
 		_, err = cms.Update(ctx, want, metav1.UpdateOptions{FieldManager: api.FieldManagerController})
 	}
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// The cache is behind our own last write (or someone else's): its
+		// watch event enqueues the config again, and publish looks anew.
+		klog.FromContext(ctx).V(2).Info("Accepted config changed meanwhile; publishing again once the cache has it", "configmap", klog.KRef(c.opts.Namespace, name))
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("publishing the accepted config in ConfigMap %s/%s: %w", c.opts.Namespace, name, err)
 	}
