@@ -27,8 +27,12 @@ test: lint unit fuzz integration e2e cluster-e2e
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The speaker binary must not pull in the controller (workqueue, its metrics).
+	@if $(GO) list -deps ./speaker/cmd/speaker | grep -q 'ironlb/ironlb/controller'; then echo "speaker/cmd/speaker imports the controller package"; exit 1; fi
 
-# Tier 1: pure packages and binaries, with the race detector.
+# Tier 1: pure packages and binaries, with the race detector. Tests that
+# need root, a network namespace or an API server carry their tier's build
+# tag and do not run here.
 unit:
 	$(GO) test -race -count=1 ./...
 
@@ -46,17 +50,19 @@ fuzz:
 	$(GO) test ./speaker -run '^$$' -fuzz '^FuzzDecodeReannounce$$' -fuzztime $(FUZZTIME)
 
 # Tier 2: against a real etcd + kube-apiserver (built once into .cache/,
-# which takes a few minutes on a fresh machine).
+# which takes a few minutes on a fresh machine); only the tests tagged
+# integration, not the unit tier again.
 integration:
 	bash hack/control-plane.sh build
-	$(GO) test -tags integration -count=1 -timeout 20m ./...
+	bash hack/tier.sh integration -timeout 20m
 
-# Tier 3: the network lab (root, network namespaces): ARP/NDP, failover,
+# Tier 3: the network lab (root, network namespaces): the responders on
+# veths (speaker/layer2, speaker/linkwatch, tagged e2e), ARP/NDP, failover,
 # failback, speaker crash and stop, API server down, no false failover
 # under load.
 e2e:
 	bash hack/control-plane.sh build
-	$(GO) test -tags e2e -count=1 -timeout 40m ./hack/e2e/
+	bash hack/tier.sh e2e -timeout 40m
 
 # Tier 4: a real cluster (hack/cluster.sh: control plane, three nodes with
 # containerd, kubelet and kube-proxy) with ironlb installed from manifests/.
@@ -87,7 +93,7 @@ bench-cluster:
 bench:
 	$(GO) test ./ipam -run '^$$' -bench 'Allocate|Holders' -benchmem -count 5
 
-# Controller convergence and restart on a fresh control plane (N=5000).
+# Convergence and restart of the controller binary with the manifest's args, on a fresh control plane (N=5000).
 bench-controller:
 	bash hack/bench-controller.sh $(N)
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/recorder"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -39,7 +40,7 @@ type Options struct {
 	LBClass string
 	// Workers reconcile Services in parallel.
 	Workers int
-	// Instance names this replica in Events.
+	// Instance names this replica in Events (reportingInstance).
 	Instance string
 	Metrics  *Metrics
 }
@@ -56,34 +57,41 @@ var errNoConfig = errors.New("waiting for the address-pool ConfigMap")
 // Controller assigns addresses to Services.
 //
 // Workers run reconcile concurrently, for different keys; the workqueue
-// never hands one key to two workers. mu guards the allocator and the
-// fields below it, and is never held across an API call.
+// never hands one key to two workers. Every decision about addresses is
+// made by the ledger, which is safe for concurrent use; mu guards the
+// config fields below it and is never held across an API call.
 type Controller struct {
-	opts      Options
-	client    kubernetes.Interface
-	factory   informers.SharedInformerFactory
-	cmFactory informers.SharedInformerFactory
-	services  corelisters.ServiceLister
-	configs   corelisters.ConfigMapLister
-	synced    []cache.InformerSynced
-	queue     workqueue.TypedRateLimitingInterface[string]
-	metrics   *Metrics
+	opts       Options
+	client     kubernetes.Interface
+	factory    informers.SharedInformerFactory
+	cmFactory  informers.SharedInformerFactory
+	accFactory informers.SharedInformerFactory
+	services   corelisters.ServiceLister
+	configs    corelisters.ConfigMapLister
+	accepted   corelisters.ConfigMapLister // the accepted copy (api.AcceptedConfigName)
+	synced     []cache.InformerSynced
+	queue      workqueue.TypedRateLimitingInterface[string]
+	metrics    *Metrics
+	recorder   *recorder.Recorder
 
 	leading atomic.Bool
 	started atomic.Bool // Run has synced its caches and the config once
 
-	mu     sync.Mutex
-	alloc  *ipam.Allocator
-	cfg    *config.Config // last config taken; nil until one is
-	cfgRV  string         // resourceVersion of the ConfigMap last processed
-	paused bool           // the ConfigMap is gone: keep addresses, give none
-	// failed holds the current failure message of each Service waiting for
-	// an address, to retry them when addresses are freed or pools change.
-	failed map[string]string
-	// pinned holds addresses found in a Service's status that the current
-	// config does not cover. They stay in the status, untouched, until a
-	// config covers them again or the Service lets them go.
-	pinned map[string][]netip.Addr
+	ledger *ipam.Ledger
+
+	mu  sync.Mutex
+	cfg *config.Config // last config taken; nil until one is
+	// cfgRV is the resourceVersion of the ConfigMap last settled: accepted,
+	// or refused as invalid (which no change elsewhere can cure). A config
+	// refused because it would take addresses from Services is not
+	// settled: it waits in refusedRV and is evaluated again whenever
+	// addresses are freed, and taken once nothing blocks it.
+	cfgRV      string
+	refusedRV  string // resourceVersion of a config refused for misfits
+	refusedMsg string // what was said about it, to say it once
+	// acceptedText and acceptedRV are the config in force and the
+	// resourceVersion it came from, as published in the accepted copy.
+	acceptedText, acceptedRV string
 }
 
 // New builds a controller; Run starts it.
@@ -98,13 +106,15 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 		opts:    opts,
 		client:  client,
 		metrics: opts.Metrics,
-		alloc:   ipam.New(),
-		failed:  map[string]string{},
-		pinned:  map[string][]netip.Addr{},
+		ledger:  ipam.NewLedger(),
+		// Events go out from the library's goroutines, so a worker never
+		// waits for one, and repeats fold into a series.
+		recorder: recorder.New(client, api.ReportingController, opts.Instance),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-controller"}),
 	}
+	c.metrics.setSource(c.ledger.Stats)
 	// Services are many and large: drop managedFields from the cache, which
 	// the controller never reads.
 	c.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -134,7 +144,21 @@ func New(client kubernetes.Interface, opts Options) *Controller {
 		UpdateFunc: func(any, any) { c.queue.Add(configKey) },
 		DeleteFunc: func(any) { c.queue.Add(configKey) },
 	})
-	c.synced = []cache.InformerSynced{svcInf.Informer().HasSynced, cmInf.Informer().HasSynced}
+	// The accepted copy is watched so that a copy deleted or edited by
+	// hand is written back at once.
+	c.accFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "metadata.name=" + api.AcceptedConfigName(opts.ConfigName)
+		}))
+	accInf := c.accFactory.Core().V1().ConfigMaps()
+	c.accepted = accInf.Lister()
+	accInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.queue.Add(configKey) },
+		UpdateFunc: func(any, any) { c.queue.Add(configKey) },
+		DeleteFunc: func(any) { c.queue.Add(configKey) },
+	})
+	c.synced = []cache.InformerSynced{svcInf.Informer().HasSynced, cmInf.Informer().HasSynced, accInf.Informer().HasSynced}
 	return c
 }
 
@@ -150,15 +174,24 @@ func (c *Controller) enqueueService(obj any) {
 func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	defer c.queue.ShutDown()
+	if err := c.recorder.Start(ctx); err != nil {
+		return fmt.Errorf("starting the Event recorder: %w", err)
+	}
 	c.factory.Start(ctx.Done())
 	c.cmFactory.Start(ctx.Done())
+	c.accFactory.Start(ctx.Done())
 	defer c.factory.Shutdown()
 	defer c.cmFactory.Shutdown()
+	defer c.accFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("caches did not sync: %w", ctx.Err())
 	}
 	// The config sync restores assignments before any worker can allocate.
-	c.syncConfig(ctx)
+	// Publishing the accepted copy may fail; the queue retries it.
+	if err := c.syncConfig(ctx); err != nil {
+		logger.Error(err, "Publishing the accepted config; retrying")
+		c.queue.AddRateLimited(configKey)
+	}
 	c.started.Store(true)
 	logger.Info("Controller started", "workers", c.opts.Workers, "namespace", c.opts.Namespace, "config", c.opts.ConfigName, "lbClass", c.opts.LBClass)
 	var wg sync.WaitGroup
@@ -201,7 +234,7 @@ func (c *Controller) process(ctx context.Context) bool {
 	defer c.queue.Done(key)
 	var err error
 	if key == configKey {
-		c.syncConfig(ctx)
+		err = c.syncConfig(ctx)
 	} else {
 		err = c.reconcile(ctx, key)
 	}
@@ -214,169 +247,241 @@ func (c *Controller) process(ctx context.Context) bool {
 	return true
 }
 
-// syncConfig loads the ConfigMap. A config is taken whole or not at all:
-// an invalid one, or one that would take an address from a Service that
-// holds it, is refused and the last good config stays in force.
-func (c *Controller) syncConfig(ctx context.Context) {
+// syncConfig loads the ConfigMap and publishes the config in force as the
+// accepted copy (see api.AcceptedConfigName). A config is taken whole or
+// not at all: an invalid one, or one that would take an address from a
+// Service that holds it, is refused and the last good config stays in
+// force, for the controller and, through the accepted copy, for the
+// speakers. Its error is only for a failed publication, to retry.
+func (c *Controller) syncConfig(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	cm, err := c.configs.ConfigMaps(c.opts.Namespace).Get(c.opts.ConfigName)
 	if apierrors.IsNotFound(err) {
+		c.ledger.Pause()
 		c.mu.Lock()
-		c.paused, c.cfgRV = true, ""
+		c.cfgRV, c.refusedRV, c.refusedMsg = "", "", ""
 		c.mu.Unlock()
 		c.metrics.configState(false, true)
+		// The accepted copy stays: speakers keep announcing as before.
 		logger.Info("No address-pool ConfigMap: existing addresses are kept, new Services wait", "configmap", klog.KRef(c.opts.Namespace, c.opts.ConfigName))
-		return
+		return nil
 	}
 	if err != nil {
 		logger.Error(err, "Reading the ConfigMap from the cache")
-		return
+		return nil
 	}
 	c.mu.Lock()
-	if cm.ResourceVersion == c.cfgRV {
-		c.mu.Unlock()
-		return
-	}
-	c.cfgRV = cm.ResourceVersion
+	settled := cm.ResourceVersion == c.cfgRV
 	c.mu.Unlock()
+	if !settled {
+		c.evaluate(ctx, cm)
+	}
+	return c.publish(ctx)
+}
 
+// evaluate decides on a ConfigMap version not settled yet.
+func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
+	logger := klog.FromContext(ctx)
 	text, ok := cm.Data[api.ConfigKey]
 	if !ok {
+		c.settleInvalid(cm.ResourceVersion)
 		c.reject(ctx, cm, fmt.Sprintf("the ConfigMap has no data key %q; put the address-pool YAML under data.%s", api.ConfigKey, api.ConfigKey))
 		return
 	}
 	cfg, err := config.Parse([]byte(text))
 	if err != nil {
+		c.settleInvalid(cm.ResourceVersion)
 		c.reject(ctx, cm, "invalid config, the last good config stays in force:\n"+err.Error())
 		return
 	}
 
 	c.mu.Lock()
-	first := c.cfg == nil
-	misfits, err := c.alloc.SetPools(cfg.IPAM())
-	if err != nil || len(misfits) > 0 {
-		c.mu.Unlock()
-		if err != nil {
-			c.reject(ctx, cm, err.Error())
-			return
-		}
+	wasRefused := c.refusedRV == cm.ResourceVersion
+	c.mu.Unlock()
+	// The snapshot matters only for the first pools; the ledger ignores it
+	// later, so it is not built then. Only this key's worker loads pools.
+	var snapshot []ipam.Assignment
+	if c.cfgNil() {
+		snapshot = c.snapshot()
+	}
+	loaded, err := c.ledger.Load(cfg.IPAM(), snapshot)
+	if err != nil {
+		c.settleInvalid(cm.ResourceVersion)
+		c.reject(ctx, cm, err.Error())
+		return
+	}
+	if misfits := loaded.Misfits; len(misfits) > 0 {
 		lines := make([]string, len(misfits))
 		for i, m := range misfits {
 			lines[i] = m.String()
 		}
-		c.reject(ctx, cm, "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force:\n"+strings.Join(lines, "\n"))
+		msg := "the config would take addresses from Services that hold them, so it is refused and the last good config stays in force; it is taken as soon as they let go of them:\n" + strings.Join(lines, "\n")
+		// Evaluated again on every freed address: say it again only
+		// when something else blocks it.
+		c.mu.Lock()
+		repeat := wasRefused && c.refusedMsg == msg
+		c.refusedRV, c.refusedMsg = cm.ResourceVersion, msg
+		c.mu.Unlock()
+		if repeat {
+			logger.V(2).Info("Refused address-pool config still blocked", "configmap", klog.KObj(cm), "blocking", len(misfits))
+			return
+		}
+		c.reject(ctx, cm, msg)
 		return
 	}
-	c.cfg, c.paused = cfg, false
-	var restoreErrs []error
+	first, restoreErrs, retry := loaded.First, loaded.RestoreErrors, loaded.Retry
 	if first {
-		restoreErrs = c.restoreLocked()
-	} else {
-		c.repinLocked()
+		retry = c.ourKeys()
 	}
-	retry := c.retryKeysLocked(first)
+	c.mu.Lock()
+	c.cfg = cfg
+	c.cfgRV, c.refusedRV, c.refusedMsg = cm.ResourceVersion, "", ""
+	c.acceptedText, c.acceptedRV = text, cm.ResourceVersion
 	c.mu.Unlock()
 
 	c.metrics.configState(true, false)
-	c.updatePoolMetrics()
+	// A restart under the config the last run accepted (the accepted copy
+	// says so) changes nothing, and says nothing: what there was to say
+	// was said by the run that accepted it.
+	again := first && c.publishedAlready(cm.ResourceVersion, text)
 	for _, err := range restoreErrs {
 		var re *ipam.RestoreError
 		if !errors.As(err, &re) {
 			continue
 		}
 		logger.Info("Existing address not restored", "service", re.Key, "reason", err.Error())
+		if again && !errors.Is(err, ipam.ErrInUse) {
+			continue
+		}
 		if svc, gerr := c.serviceByKey(re.Key); gerr == nil {
 			msg := err.Error() + "; it is kept until the config covers it again"
 			if errors.Is(err, ipam.ErrInUse) {
 				msg = err.Error() + "; a new address will be allocated"
 			}
-			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, msg)
+			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, msg)
 		}
 	}
-	logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
-	c.event(ctx, configRef(cm), corev1.EventTypeNormal, api.EventConfigLoaded, "Loaded "+strings.Join(cfg.Summary(), "; "))
+	note := "Loaded "
+	if wasRefused {
+		note = "Loaded the config refused before, now that no Service holds an address it would take: "
+		logger.Info("Refused address-pool config accepted: nothing blocks it any more", "configmap", klog.KObj(cm), "pools", len(cfg.Pools))
+	} else {
+		logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
+	}
+	if !again {
+		c.recorder.Event(cm, corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
+	}
 	for _, k := range retry {
 		c.queue.Add(k)
 	}
 }
 
-// restoreLocked records every address already in a Service's status in
-// one pass, before anything is allocated, so a restart changes nothing.
-func (c *Controller) restoreLocked() []error {
+// publishedAlready reports whether the accepted copy already holds text,
+// taken from the ConfigMap version rv.
+func (c *Controller) publishedAlready(rv, text string) bool {
+	cur, err := c.accepted.ConfigMaps(c.opts.Namespace).Get(api.AcceptedConfigName(c.opts.ConfigName))
+	return err == nil && cur.Annotations[api.AnnotationAcceptedResourceVersion] == rv &&
+		cur.Annotations[api.AnnotationAcceptedSHA256] == api.ConfigHash(text) && cur.Data[api.ConfigKey] == text
+}
+
+// settleInvalid records a config version that no change elsewhere can
+// make acceptable, so it is not parsed again.
+func (c *Controller) settleInvalid(rv string) {
+	c.mu.Lock()
+	c.cfgRV, c.refusedRV, c.refusedMsg = rv, "", ""
+	c.mu.Unlock()
+}
+
+// publish makes the accepted copy hold the config in force, writing only
+// when it differs.
+func (c *Controller) publish(ctx context.Context) error {
+	c.mu.Lock()
+	text, rv, have := c.acceptedText, c.acceptedRV, c.cfg != nil
+	c.mu.Unlock()
+	if !have {
+		return nil
+	}
+	name := api.AcceptedConfigName(c.opts.ConfigName)
+	hash := api.ConfigHash(text)
+	cur, err := c.accepted.ConfigMaps(c.opts.Namespace).Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && cur.Data[api.ConfigKey] == text && cur.Annotations[api.AnnotationAcceptedSHA256] == hash &&
+		cur.Annotations[api.AnnotationAcceptedResourceVersion] == rv {
+		return nil
+	}
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: c.opts.Namespace,
+			Labels: map[string]string{api.LabelAcceptedCopy: c.opts.ConfigName},
+			Annotations: map[string]string{
+				api.AnnotationAcceptedResourceVersion: rv,
+				api.AnnotationAcceptedSHA256:          hash,
+			},
+		},
+		Data: map[string]string{api.ConfigKey: text},
+	}
+	cms := c.client.CoreV1().ConfigMaps(c.opts.Namespace)
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(ctx, want, metav1.CreateOptions{FieldManager: api.FieldManagerController})
+	} else {
+		want.ResourceVersion = cur.ResourceVersion
+		_, err = cms.Update(ctx, want, metav1.UpdateOptions{FieldManager: api.FieldManagerController})
+	}
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// The cache is behind our own last write (or someone else's): its
+		// watch event enqueues the config again, and publish looks anew.
+		klog.FromContext(ctx).V(2).Info("Accepted config changed meanwhile; publishing again once the cache has it", "configmap", klog.KRef(c.opts.Namespace, name))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("publishing the accepted config in ConfigMap %s/%s: %w", c.opts.Namespace, name, err)
+	}
+	klog.FromContext(ctx).V(1).Info("Published the accepted config", "configmap", klog.KRef(c.opts.Namespace, name), "from", rv)
+	return nil
+}
+
+// snapshot lists every address already in a Service's status, for the
+// ledger to restore in one pass before anything is allocated, so a
+// restart changes nothing.
+func (c *Controller) snapshot() []ipam.Assignment {
 	svcs, _ := c.services.List(everything)
 	var snap []ipam.Assignment
 	for _, svc := range svcs {
-		if !Ours(svc, c.opts.LBClass) {
+		if !service.Ours(svc, c.opts.LBClass) {
 			continue
 		}
-		ips := IngressIPs(svc)
+		ips := service.IngressIPs(svc)
 		if len(ips) == 0 {
 			continue
 		}
 		req, err := NewRequest(svc)
 		if err != nil {
 			// A bad annotation must not cost the Service its address.
-			req = &Request{Service: ipam.Service{Key: svc.Namespace + "/" + svc.Name}}
+			req = &Request{Service: ipam.Service{Key: service.Key(svc)}}
 		}
 		snap = append(snap, ipam.Assignment{Service: req.Service, Addrs: ips})
 	}
-	errs := c.alloc.Restore(snap)
-	for _, err := range errs {
-		var re *ipam.RestoreError
-		if errors.As(err, &re) && !errors.Is(err, ipam.ErrInUse) {
-			// Outside the config: keep it in the status rather than take a
-			// working address away. In use by another Service: the loser
-			// gets a new address from reconcile.
-			c.pinned[re.Key] = append(c.pinned[re.Key], re.Addr)
-		}
-	}
-	return errs
+	return snap
 }
 
-// repinLocked retries pinned addresses after the pools changed.
-func (c *Controller) repinLocked() {
-	for key, addrs := range c.pinned {
-		svc, err := c.serviceByKey(key)
-		if err != nil {
-			delete(c.pinned, key)
-			continue
+// ourKeys lists every Service the controller handles.
+func (c *Controller) ourKeys() []string {
+	svcs, _ := c.services.List(everything)
+	keys := make([]string, 0, len(svcs))
+	for _, s := range svcs {
+		if service.Ours(s, c.opts.LBClass) {
+			keys = append(keys, service.Key(s))
 		}
-		req, err := NewRequest(svc)
-		if err != nil {
-			req = &Request{Service: ipam.Service{Key: key}}
-		}
-		keep := addrs[:0]
-		for _, ip := range addrs {
-			if c.alloc.Assign(req.Service, ip, "") != nil {
-				keep = append(keep, ip)
-			}
-		}
-		if len(keep) == 0 {
-			delete(c.pinned, key)
-		} else {
-			c.pinned[key] = keep
-		}
-	}
-}
-
-// retryKeysLocked lists the Services to reconcile after a config change:
-// all of ours after the first load, else those waiting for an address.
-func (c *Controller) retryKeysLocked(all bool) []string {
-	if all {
-		svcs, _ := c.services.List(everything)
-		keys := make([]string, 0, len(svcs))
-		for _, s := range svcs {
-			if Ours(s, c.opts.LBClass) {
-				keys = append(keys, s.Namespace+"/"+s.Name)
-			}
-		}
-		return keys
-	}
-	keys := make([]string, 0, len(c.failed))
-	for k := range c.failed {
-		keys = append(keys, k)
 	}
 	return keys
+}
+
+func (c *Controller) cfgNil() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg == nil
 }
 
 func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
@@ -387,7 +492,7 @@ func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
 func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, msg string) {
 	klog.FromContext(ctx).Error(nil, "Address-pool config rejected", "configmap", klog.KObj(cm), "problems", msg)
 	c.metrics.configState(c.Ready(), true)
-	c.event(ctx, configRef(cm), corev1.EventTypeWarning, api.EventConfigRejected, msg)
+	c.recorder.Event(cm, corev1.EventTypeWarning, api.EventConfigRejected, msg)
 }
 
 // reconcile brings one Service's addresses and status in line with its
@@ -403,54 +508,28 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if !Ours(svc, c.opts.LBClass) {
+	if !service.Ours(svc, c.opts.LBClass) {
 		return c.disown(ctx, svc)
 	}
-	req, reqErr := NewRequest(svc)
-
-	c.mu.Lock()
-	var addrs []netip.Addr
-	var failure error
-	freed := false
-	switch {
-	case reqErr != nil:
+	var res ipam.Result
+	if req, err := NewRequest(svc); err != nil {
 		// Keep what the Service holds; say what is wrong with the request.
-		failure = reqErr
-		addrs = append(c.alloc.Addrs(key), c.pinned[key]...)
-	case c.cfg == nil:
-		c.mu.Unlock()
+		res = c.ledger.Hold(key, err)
+	} else if res = c.ledger.Ensure(*req); res.Wait {
 		return nil // Run re-enqueues every Service once a config loads.
-	default:
-		addrs, failure, freed = c.allocateLocked(req)
 	}
-	// Each distinct failure raises one Event, not one per retry.
-	report := false
-	if failure != nil {
-		prev, had := c.failed[key]
-		report = !had || prev != failure.Error()
-		c.failed[key] = failure.Error()
-	} else {
-		delete(c.failed, key)
-	}
-	c.mu.Unlock()
-	if freed {
+	if res.Freed {
 		c.retryFailed()
 	}
-
-	// Status lists addresses in the Service's family order; addresses kept
-	// despite a bad request fall back to IPv4 first.
-	fams := []ipam.Family{ipam.IPv4, ipam.IPv6}
-	if req != nil && len(req.Families) > 0 && req.Families[0] == ipam.IPv6 {
-		fams = []ipam.Family{ipam.IPv6, ipam.IPv4}
-	}
-	want := Ingress(addrs, fams)
+	c.metrics.allocations.Add(float64(res.Taken))
+	addrs, failure, report := res.Addrs, res.Err, res.Report
+	want := Ingress(addrs)
 	if !SameIngress(svc.Status.LoadBalancer.Ingress, want) {
 		if err := c.patchStatus(ctx, svc, want); err != nil {
 			return err
 		}
-		c.updatePoolMetrics()
 		if len(want) > 0 {
-			c.event(ctx, serviceRef(svc), corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
+			c.recorder.Event(svc, corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
 			logger.V(2).Info("Addresses assigned", "addresses", addrs)
 		}
 	}
@@ -458,87 +537,15 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		c.metrics.failures.Inc()
 		if report {
 			logger.Info("Allocation failed", "reason", failure.Error())
-			c.event(ctx, serviceRef(svc), corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
+			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
 		}
 	}
 	return nil
 }
 
-// allocateLocked gives req one address per wanted family. A required
-// family that cannot be served fails the whole request, and addresses
-// taken for it in this pass are given back.
-func (c *Controller) allocateLocked(req *Request) (addrs []netip.Addr, failure error, freed bool) {
-	key := req.Service.Key
-	held := c.alloc.Addrs(key)
-	pinned := c.pinned[key]
-	var taken []netip.Addr
-	for i, f := range req.Families {
-		if slices.ContainsFunc(pinned, func(ip netip.Addr) bool { return ipam.FamilyOf(ip) == f }) {
-			continue
-		}
-		var ip netip.Addr
-		var err error
-		switch want, requested := req.IPs[f]; {
-		case requested:
-			ip, err = want, c.alloc.Assign(req.Service, want, req.Pool)
-		case c.paused:
-			if ip, err = heldIn(held, f); err == nil {
-				err = c.alloc.Assign(req.Service, ip, "")
-			}
-		default:
-			ip, err = c.alloc.Allocate(req.Service, f, req.Pool)
-		}
-		if err != nil {
-			if req.Required[i] {
-				failure = fmt.Errorf("%s address: %w", f, err)
-				break
-			}
-			continue
-		}
-		if !slices.Contains(held, ip) {
-			taken = append(taken, ip)
-		}
-	}
-	if failure != nil {
-		for _, ip := range taken {
-			c.alloc.ReleaseAddr(key, ip)
-		}
-	} else {
-		// Families the Service no longer wants.
-		for _, ip := range c.alloc.Addrs(key) {
-			if !slices.Contains(req.Families, ipam.FamilyOf(ip)) {
-				c.alloc.ReleaseAddr(key, ip)
-			}
-		}
-	}
-	now := c.alloc.Addrs(key)
-	for _, ip := range held {
-		if !slices.Contains(now, ip) {
-			freed = true
-		}
-	}
-	c.metrics.allocations.Add(float64(len(taken)))
-	return append(now, pinned...), failure, freed
-}
-
-func heldIn(held []netip.Addr, f ipam.Family) (netip.Addr, error) {
-	for _, ip := range held {
-		if ipam.FamilyOf(ip) == f {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, errNoConfig
-}
-
 // forget releases a deleted Service's addresses.
 func (c *Controller) forget(key string) {
-	c.mu.Lock()
-	freed := len(c.alloc.Release(key)) > 0
-	delete(c.failed, key)
-	delete(c.pinned, key)
-	c.mu.Unlock()
-	if freed {
-		c.updatePoolMetrics()
+	if c.ledger.Release(key) {
 		c.retryFailed()
 	}
 }
@@ -547,11 +554,8 @@ func (c *Controller) forget(key string) {
 // changed) and clears the status we wrote. A Service we never held is left
 // alone: its status may belong to another load balancer.
 func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
-	key := svc.Namespace + "/" + svc.Name
-	c.mu.Lock()
-	held := len(c.alloc.Addrs(key)) > 0 || len(c.pinned[key]) > 0
-	c.mu.Unlock()
-	if !held {
+	key := service.Key(svc)
+	if !c.ledger.Holds(key) {
 		return nil
 	}
 	if len(svc.Status.LoadBalancer.Ingress) > 0 {
@@ -564,10 +568,14 @@ func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
 	return nil
 }
 
-// retryFailed re-enqueues the Services waiting for an address.
+// retryFailed re-enqueues the Services waiting for an address, and a
+// config refused because Services held addresses it would take.
 func (c *Controller) retryFailed() {
+	keys := c.ledger.Waiting()
 	c.mu.Lock()
-	keys := c.retryKeysLocked(false)
+	if c.refusedRV != "" {
+		keys = append(keys, configKey)
+	}
 	c.mu.Unlock()
 	for _, k := range keys {
 		c.queue.Add(k)
@@ -589,55 +597,12 @@ func (c *Controller) patchStatus(ctx context.Context, svc *corev1.Service, ingre
 
 func (c *Controller) describeAddrs(addrs []netip.Addr) string {
 	parts := make([]string, len(addrs))
-	c.mu.Lock()
 	for i, ip := range addrs {
-		if pool, ok := c.alloc.PoolOf(ip); ok {
+		if pool, ok := c.ledger.PoolOf(ip); ok {
 			parts[i] = fmt.Sprintf("%s from pool %s", ip, pool)
 		} else {
 			parts[i] = ip.String()
 		}
 	}
-	c.mu.Unlock()
 	return "Assigned IP " + strings.Join(parts, ", ")
-}
-
-func (c *Controller) updatePoolMetrics() {
-	c.mu.Lock()
-	stats := c.alloc.Stats()
-	c.mu.Unlock()
-	c.metrics.pools(stats)
-}
-
-func serviceRef(svc *corev1.Service) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, ResourceVersion: svc.ResourceVersion}
-}
-
-func configRef(cm *corev1.ConfigMap) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: cm.Namespace, Name: cm.Name, UID: cm.UID, ResourceVersion: cm.ResourceVersion}
-}
-
-// event writes a core/v1 Event from the calling worker. client-go's
-// recorder sends Events one at a time from a single goroutine, which
-// becomes the bottleneck when thousands of Services converge at once.
-func (c *Controller) event(ctx context.Context, ref *corev1.ObjectReference, typ, reason, msg string) {
-	if len(msg) > 1024 {
-		msg = msg[:1021] + "..."
-	}
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ref.Name, time.Now().UnixNano()), Namespace: ref.Namespace},
-		InvolvedObject:      *ref,
-		Reason:              reason,
-		Message:             msg,
-		Type:                typ,
-		Source:              corev1.EventSource{Component: "ironlb-controller"},
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-		ReportingController: "ironlb.io/controller",
-		ReportingInstance:   c.opts.Instance,
-	}
-	if _, err := c.client.CoreV1().Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		klog.FromContext(ctx).V(1).Info("Event not recorded", "reason", reason, "object", klog.KRef(ref.Namespace, ref.Name), "err", err)
-	}
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"math/big"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -12,9 +13,7 @@ import (
 // Metrics are the controller's Prometheus metrics.
 type Metrics struct {
 	Registry     *prometheus.Registry
-	total        *prometheus.GaugeVec
-	inUse        *prometheus.GaugeVec
-	free         *prometheus.GaugeVec
+	pools        *poolCollector
 	allocations  prometheus.Counter
 	failures     prometheus.Counter
 	statusWrites prometheus.Counter
@@ -27,12 +26,11 @@ func NewMetrics() *Metrics {
 	pool := []string{"pool", "family"}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		total: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ironlb_pool_addresses_total",
-			Help: "Addresses a pool can hand out, per family."}, pool),
-		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ironlb_pool_addresses_in_use",
-			Help: "Addresses of a pool held by Services, per family."}, pool),
-		free: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ironlb_pool_addresses_free",
-			Help: "Addresses of a pool still free, per family."}, pool),
+		pools: &poolCollector{
+			total: prometheus.NewDesc("ironlb_pool_addresses_total", "Addresses a pool can hand out, per family.", pool, nil),
+			inUse: prometheus.NewDesc("ironlb_pool_addresses_in_use", "Addresses of a pool held by Services, per family.", pool, nil),
+			free:  prometheus.NewDesc("ironlb_pool_addresses_free", "Addresses of a pool still free, per family.", pool, nil),
+		},
 		allocations: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_allocations_total",
 			Help: "Addresses given to Services."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_allocation_failures_total",
@@ -44,7 +42,7 @@ func NewMetrics() *Metrics {
 		stale: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_config_stale",
 			Help: "1 when the ConfigMap is missing or its latest version was rejected, so an older config (or none) is in force."}),
 	}
-	m.Registry.MustRegister(m.total, m.inUse, m.free, m.allocations, m.failures, m.statusWrites, m.loaded, m.stale,
+	m.Registry.MustRegister(m.pools, m.allocations, m.failures, m.statusWrites, m.loaded, m.stale,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -57,16 +55,34 @@ func (m *Metrics) configState(loaded, stale bool) {
 	m.stale.Set(b2f(stale))
 }
 
-func (m *Metrics) pools(stats []ipam.Stats) {
-	m.total.Reset()
-	m.inUse.Reset()
-	m.free.Reset()
-	for _, s := range stats {
+// poolCollector reads the pools' occupancy from the allocator when
+// Prometheus scrapes, so the gauges can never lag behind or miss a pool
+// that was removed, and no reconcile pays for refreshing them.
+type poolCollector struct {
+	total, inUse, free *prometheus.Desc
+	stats              atomic.Pointer[func() []ipam.Stats]
+}
+
+// setSource makes the collector read stats; until then it reports no pool.
+func (m *Metrics) setSource(stats func() []ipam.Stats) { m.pools.stats.Store(&stats) }
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.total
+	ch <- c.inUse
+	ch <- c.free
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	src := c.stats.Load()
+	if src == nil {
+		return
+	}
+	for _, s := range (*src)() {
 		total, _ := new(big.Float).SetInt(s.Total).Float64()
-		l := prometheus.Labels{"pool": s.Pool, "family": s.Family.String()}
-		m.total.With(l).Set(total)
-		m.inUse.With(l).Set(float64(s.Used))
-		m.free.With(l).Set(total - float64(s.Used))
+		lv := []string{s.Pool, s.Family.String()}
+		ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, total, lv...)
+		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(s.Used), lv...)
+		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, total-float64(s.Used), lv...)
 	}
 }
 

@@ -15,31 +15,9 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 )
 
-// Request is what a Service asks of the allocator, read from its spec and
-// annotations.
-type Request struct {
-	Service ipam.Service
-	// Families wanted, the Service's primary family first.
-	Families []ipam.Family
-	// Required is false for PreferDualStack: a second family that cannot be
-	// served is not a failure.
-	Required []bool
-	// IPs requested per family; the zero Addr means any address.
-	IPs  map[ipam.Family]netip.Addr
-	Pool string
-}
-
-// Ours reports whether the controller handles svc: a LoadBalancer whose
-// loadBalancerClass is unset, or equals class when class is set.
-func Ours(svc *corev1.Service, class string) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if class == "" {
-		return svc.Spec.LoadBalancerClass == nil
-	}
-	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == class
-}
+// Request is what a Service asks of the allocator; the ledger decides on
+// it (ipam.Ledger.Ensure).
+type Request = ipam.Request
 
 // annotation returns the ironlb annotation, else its MetalLB spelling.
 func annotation(svc *corev1.Service, key, metallbKey string) string {
@@ -201,29 +179,13 @@ func canonicalSelector(sel map[string]string) string {
 	return b.String()
 }
 
-// Ingress returns the status the Service should have for its addresses, in
-// the order of its families.
-func Ingress(addrs []netip.Addr, fams []ipam.Family) []corev1.LoadBalancerIngress {
+// Ingress returns the status the Service should have for its addresses,
+// which the ledger gives in the order of the Service's families.
+func Ingress(addrs []netip.Addr) []corev1.LoadBalancerIngress {
 	vip := corev1.LoadBalancerIPModeVIP
 	var out []corev1.LoadBalancerIngress
-	for _, f := range fams {
-		for _, a := range addrs {
-			if ipam.FamilyOf(a) == f {
-				out = append(out, corev1.LoadBalancerIngress{IP: a.String(), IPMode: &vip})
-			}
-		}
-	}
-	return out
-}
-
-// IngressIPs reads the addresses from a Service's status, skipping
-// hostnames and anything unparsable.
-func IngressIPs(svc *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil {
-			out = append(out, ip)
-		}
+	for _, a := range addrs {
+		out = append(out, corev1.LoadBalancerIngress{IP: a.String(), IPMode: &vip})
 	}
 	return out
 }

@@ -29,28 +29,6 @@ func lbService(mutate ...func(*corev1.Service)) *corev1.Service {
 	return s
 }
 
-func TestOurs(t *testing.T) {
-	class := "x.io/lb"
-	other := "y.io/lb"
-	tests := []struct {
-		name  string
-		svc   *corev1.Service
-		class string
-		want  bool
-	}{
-		{"classless LB, no flag", lbService(), "", true},
-		{"ClusterIP", lbService(func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeClusterIP }), "", false},
-		{"other class, no flag", lbService(func(s *corev1.Service) { s.Spec.LoadBalancerClass = &other }), "", false},
-		{"our class", lbService(func(s *corev1.Service) { s.Spec.LoadBalancerClass = &class }), class, true},
-		{"classless, with flag", lbService(), class, false},
-	}
-	for _, tt := range tests {
-		if got := Ours(tt.svc, tt.class); got != tt.want {
-			t.Errorf("%s: Ours = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestNewRequest(t *testing.T) {
 	require := corev1.IPFamilyPolicyRequireDualStack
 	prefer := corev1.IPFamilyPolicyPreferDualStack
@@ -145,7 +123,7 @@ func TestNewRequestErrors(t *testing.T) {
 
 func TestSameIngress(t *testing.T) {
 	vip, proxy := corev1.LoadBalancerIPModeVIP, corev1.LoadBalancerIPModeProxy
-	want := Ingress([]netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("10.0.0.1")}, []ipam.Family{ipam.IPv4, ipam.IPv6})
+	want := Ingress([]netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")})
 	if want[0].IP != "10.0.0.1" || want[1].IP != "2001:db8::1" {
 		t.Fatalf("Ingress order = %v", want)
 	}

@@ -302,9 +302,10 @@ func TestControllerRBAC(t *testing.T) {
 		"WATCH /api/v1/services",
 		"GET /api/v1/namespaces/"+ns+"/configmaps",
 		"WATCH /api/v1/namespaces/"+ns+"/configmaps",
+		"POST /api/v1/namespaces/"+ns+"/configmaps",
 		"PATCH /api/v1/namespaces/"+svc.Namespace+"/services/"+svc.Name+"/status",
-		"POST /api/v1/namespaces/"+svc.Namespace+"/events",
-		"POST /api/v1/namespaces/"+ns+"/events",
+		"POST /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events",
+		"POST /apis/events.k8s.io/v1/namespaces/"+ns+"/events",
 		"GET /api/v1/namespaces/"+ns+"/secrets/"+api.MemberlistSecret,
 		"POST /api/v1/namespaces/"+ns+"/secrets",
 		"POST /apis/coordination.k8s.io/v1/namespaces/"+ns+"/leases",
@@ -405,13 +406,13 @@ func TestSpeakerRBAC(t *testing.T) {
 		return false, nil
 	})
 	// Lose the address (no live member) and win it back: the recorder
-	// sees the same Event again and patches its count.
+	// sees the same Event again and patches it into a series.
 	sp.MembersChanged(nil)
 	poll(t, log, "the speaker to let go of "+ip.String(), 30*time.Second, func(context.Context) (bool, error) { return !ann.owns(ip), nil })
 	sp.MembersChanged([]string{node})
 	poll(t, log, "the nodeAssigned Event's count to reach 2", 30*time.Second, func(ctx context.Context) (bool, error) {
 		ev, err := findEvent(ctx, svc.Namespace, svc.Name, api.EventNodeAssigned)
-		return ev != nil && ev.Count >= 2, err
+		return ev != nil && ev.Series != nil && ev.Series.Count >= 2, err
 	})
 
 	log.check(t,
@@ -424,8 +425,8 @@ func TestSpeakerRBAC(t *testing.T) {
 		"WATCH /apis/discovery.k8s.io/v1/endpointslices",
 		"GET /api/v1/namespaces/"+ns+"/configmaps",
 		"WATCH /api/v1/namespaces/"+ns+"/configmaps",
-		"POST /api/v1/namespaces/"+svc.Namespace+"/events",
-		"PATCH /api/v1/namespaces/"+svc.Namespace+"/events/",
+		"POST /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events",
+		"PATCH /apis/events.k8s.io/v1/namespaces/"+svc.Namespace+"/events/",
 	)
 }
 
@@ -444,6 +445,7 @@ func TestLeastPrivilege(t *testing.T) {
 	svc := lbService(t, "api")
 	status := []byte(`{"status":{"loadBalancer":{"ingress":[{"ip":"192.168.56.109"}]}}}`)
 	byName := metav1.ListOptions{FieldSelector: "metadata.name=" + api.DefaultConfigName}
+	accepted := metav1.ListOptions{FieldSelector: "metadata.name=" + api.AcceptedConfigName(api.DefaultConfigName)}
 	ctrl, _ := saClient(t, "controller")
 	spk, _ := saClient(t, "speaker")
 
@@ -485,10 +487,19 @@ func TestLeastPrivilege(t *testing.T) {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
 			return err
 		}, true},
-		{spk, "speaker lists the ConfigMap by name", func(c kubernetes.Interface) error {
+		// Speakers read only the config the controller accepted.
+		{spk, "speaker lists the user's ConfigMap", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, byName)
 			return err
+		}, true},
+		{spk, "speaker lists the accepted copy by name", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, accepted)
+			return err
 		}, false},
+		{spk, "speaker writes the accepted copy", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: api.AcceptedConfigName(api.DefaultConfigName)}}, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}, true},
 		{spk, "speaker lists ConfigMaps elsewhere", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().ConfigMaps(svc.Namespace).List(ctx, byName)
 			return err
@@ -520,6 +531,10 @@ func TestLeastPrivilege(t *testing.T) {
 			_, err := c.CoreV1().ConfigMaps(ns).List(ctx, byName)
 			return err
 		}, false},
+		{ctrl, "controller updates the user's ConfigMap", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: api.DefaultConfigName}}, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}, true},
 		{ctrl, "controller updates a Service's spec", func(c kubernetes.Interface) error {
 			_, err := c.CoreV1().Services(svc.Namespace).Update(ctx, svc, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err

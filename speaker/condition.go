@@ -21,7 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
-	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/api/service"
 )
 
 // The ironlb.io/Announced condition tells a user, in the Service's status,
@@ -63,7 +63,7 @@ const foreignClaimFor = duplicateReportEvery
 // host that is not a speaker.
 func announceCondition(self string, svc *corev1.Service, owners map[netip.Addr]string, members []string,
 	local func(ip netip.Addr) (names, macs []string), foreign, conflict func(ip netip.Addr) string) (*condition, bool) {
-	ips := controller.IngressIPs(svc)
+	ips := service.IngressIPs(svc)
 	if len(ips) == 0 {
 		return nil, false
 	}

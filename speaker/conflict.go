@@ -15,7 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
-	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -318,7 +318,7 @@ func heldForConflict(svc *corev1.Service, ip netip.Addr) bool {
 		if strings.Contains(c.Message, ip.String()) {
 			return true
 		}
-		return !slices.ContainsFunc(controller.IngressIPs(svc), func(a netip.Addr) bool { return strings.Contains(c.Message, a.String()) })
+		return !slices.ContainsFunc(service.IngressIPs(svc), func(a netip.Addr) bool { return strings.Contains(c.Message, a.String()) })
 	}
 	return false
 }

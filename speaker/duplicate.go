@@ -9,11 +9,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
-	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -221,8 +222,21 @@ func (s *Speaker) DuplicateAnnouncer(ctx context.Context, ip netip.Addr, mac net
 	args = append(args, s.opts.NodeName)
 	klog.FromContext(ctx).Info("Another MAC announces an address this node serves", "ip", ip, "mac", mac.String(),
 		"speaker", other, "yielding", yield, "services", len(svcs))
+	// The other speaker's Node is the Event's related object, and the
+	// action says what this node does, so claims by different MACs or with
+	// different outcomes are never folded into one series.
+	var related runtime.Object
+	if other != "" && other != s.opts.NodeName && s.nodes != nil {
+		if n, err := s.nodes.Get(other); err == nil {
+			related = n
+		}
+	}
+	action := "Defend"
+	if yield {
+		action = "Yield"
+	}
 	for _, svc := range svcs {
-		s.recorder.Eventf(svc, corev1.EventTypeWarning, api.EventDuplicateAnnouncer, msg, args...)
+		s.recorder.Related(svc, related, corev1.EventTypeWarning, api.EventDuplicateAnnouncer, action, msg, args...)
 	}
 }
 
@@ -237,7 +251,7 @@ func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
 	all, _ := s.services.List(labels.Everything())
 	var out []*corev1.Service
 	for _, svc := range all {
-		if controller.Ours(svc, s.opts.LBClass) && slices.Contains(controller.IngressIPs(svc), ip) {
+		if service.Ours(svc, s.opts.LBClass) && slices.Contains(service.IngressIPs(svc), ip) {
 			out = append(out, svc)
 		}
 	}

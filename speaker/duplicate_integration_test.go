@@ -72,7 +72,7 @@ func TestSplitBrainOneAnnouncer(t *testing.T) {
 			if e.Type != "Warning" || e.InvolvedObject.Name != "web" {
 				t.Errorf("Event %s %s on %s, want a Warning on web", e.Type, e.Reason, e.InvolvedObject.Name)
 			}
-			from = append(from, e.Source.Host+": "+e.Message)
+			from = append(from, e.ReportingInstance+": "+e.Message)
 		}
 		if len(from) == 2 {
 			t.Logf("Events: %q", from)

@@ -14,8 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
+	kevents "k8s.io/client-go/tools/events"
 
+	evrec "github.com/ironlb/ironlb/api/recorder"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -31,7 +32,7 @@ func lbSvc(name, ip string) *corev1.Service {
 // dupSpeaker is a Speaker with just what DuplicateAnnouncer uses: a
 // Service lister over a plain indexer, a fake Event recorder, metrics, and
 // a MAC directory.
-func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*corev1.Service) (*Speaker, *record.FakeRecorder) {
+func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*corev1.Service) (*Speaker, *kevents.FakeRecorder) {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, svc := range svcs {
@@ -39,10 +40,10 @@ func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*core
 			t.Fatal(err)
 		}
 	}
-	rec := record.NewFakeRecorder(100)
+	rec := kevents.NewFakeRecorder(100)
 	s := &Speaker{
 		opts:     Options{NodeName: node, MACOwner: func(m net.HardwareAddr) string { return macs[m.String()] }},
-		services: corelisters.NewServiceLister(idx), recorder: rec, metrics: NewMetrics(),
+		services: corelisters.NewServiceLister(idx), recorder: evrec.From(rec), metrics: NewMetrics(),
 		kick: make(chan struct{}, 1), yields: map[netip.Addr]time.Time{}, splits: map[netip.Addr]split{},
 		dupReported: map[dupKey]time.Time{},
 		drains:      map[netip.Addr]drain{}, handovers: map[netip.Addr]handover{},
@@ -50,7 +51,7 @@ func dupSpeaker(t *testing.T, node string, macs map[string]string, svcs ...*core
 	return s, rec
 }
 
-func events(rec *record.FakeRecorder) []string {
+func events(rec *kevents.FakeRecorder) []string {
 	var out []string
 	for {
 		select {

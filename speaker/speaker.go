@@ -26,17 +26,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api"
+	evrec "github.com/ironlb/ironlb/api/recorder"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -109,7 +107,7 @@ type Speaker struct {
 	client    kubernetes.Interface
 	announcer Announcer
 	metrics   *Metrics
-	recorder  record.EventRecorder
+	recorder  *evrec.Recorder
 
 	factory   informers.SharedInformerFactory
 	cmFactory informers.SharedInformerFactory
@@ -205,9 +203,14 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 		inf.AddEventHandler(handler)
 		s.synced = append(s.synced, inf.HasSynced)
 	}
+	// Only the controller's accepted copy of the config is read, never
+	// the user's ConfigMap: a config the controller refused must not
+	// change where or how addresses are announced (api.AcceptedConfigName).
 	s.cmFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithNamespace(opts.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + opts.ConfigName }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "metadata.name=" + api.AcceptedConfigName(opts.ConfigName)
+		}))
 	cmInf := s.cmFactory.Core().V1().ConfigMaps()
 	s.configs = cmInf.Lister()
 	cmInf.Informer().AddEventHandler(handler)
@@ -216,9 +219,7 @@ func New(client kubernetes.Interface, announcer Announcer, opts Options) *Speake
 	s.conds = newCondWriter(client, opts.NodeName, s.metrics, func(k types.NamespacedName) (*corev1.Service, error) {
 		return s.services.Services(k.Namespace).Get(k.Name)
 	})
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	s.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ironlb-speaker", Host: opts.NodeName})
+	s.recorder = evrec.New(client, api.ReportingSpeaker, opts.NodeName)
 	return s
 }
 
@@ -274,6 +275,9 @@ func (s *Speaker) SetIsolated(v bool) {
 // Run waits for the caches, then keeps the announcer in line with the
 // elected owners until ctx ends.
 func (s *Speaker) Run(ctx context.Context) error {
+	if err := s.recorder.Start(ctx); err != nil {
+		return fmt.Errorf("starting the Event recorder: %w", err)
+	}
 	s.factory.Start(ctx.Done())
 	s.cmFactory.Start(ctx.Done())
 	defer s.factory.Shutdown()
@@ -527,7 +531,7 @@ func (s *Speaker) updateConditions(cfg *config.Config, owners map[netip.Addr]str
 	conflicts := s.Conflicts()
 	svcs, _ := s.services.List(labels.Everything())
 	for _, svc := range svcs {
-		if controller.Ours(svc, s.opts.LBClass) && len(controller.IngressIPs(svc)) > 0 {
+		if service.Ours(svc, s.opts.LBClass) && len(service.IngressIPs(svc)) > 0 {
 			if c, mine := announceCondition(s.opts.NodeName, svc, owners, members, local,
 				func(ip netip.Addr) string { return foreign[ip] },
 				func(ip netip.Addr) string {
@@ -593,11 +597,14 @@ func (s *Speaker) retryIn(d time.Duration) {
 	s.retry = time.AfterFunc(d, s.Kick)
 }
 
-// loadConfig takes the latest valid config; an invalid one keeps the last
-// good one in force, as in the controller.
+// loadConfig takes the config the controller accepted last, from its
+// accepted copy. Without a copy (none published yet, or deleted until the
+// controller writes it back) and with a copy that does not match its hash
+// or does not parse, the config this speaker has stays in force.
 func (s *Speaker) loadConfig(ctx context.Context) {
-	cm, err := s.configs.ConfigMaps(s.opts.Namespace).Get(s.opts.ConfigName)
-	if apierrors.IsNotFound(err) || err != nil {
+	name := api.AcceptedConfigName(s.opts.ConfigName)
+	cm, err := s.configs.ConfigMaps(s.opts.Namespace).Get(name)
+	if err != nil {
 		return
 	}
 	s.mu.Lock()
@@ -607,14 +614,21 @@ func (s *Speaker) loadConfig(ctx context.Context) {
 	if same {
 		return
 	}
-	cfg, err := config.Parse([]byte(cm.Data[api.ConfigKey]))
+	logger := klog.FromContext(ctx).WithValues("configmap", klog.KObj(cm))
+	text := cm.Data[api.ConfigKey]
+	if want := cm.Annotations[api.AnnotationAcceptedSHA256]; want != api.ConfigHash(text) {
+		logger.Info("Ignoring the accepted config: its text does not match its hash (edited by hand?); the controller writes it back", "annotation", api.AnnotationAcceptedSHA256)
+		return
+	}
+	cfg, err := config.Parse([]byte(text))
 	if err != nil {
-		klog.FromContext(ctx).Info("Ignoring invalid address-pool config; the last good one stays in force", "problems", err.Error())
+		logger.Info("Ignoring an accepted config this speaker cannot parse (a newer controller?); the last one stays in force", "problems", err.Error())
 		return
 	}
 	s.mu.Lock()
 	s.cfg = cfg
 	s.mu.Unlock()
+	logger.Info("Applying the accepted address-pool config", "from", cm.Annotations[api.AnnotationAcceptedResourceVersion], "pools", len(cfg.Pools))
 }
 
 // addresses lists every assigned address with the Services using it.
@@ -623,10 +637,10 @@ func (s *Speaker) addresses(cfg *config.Config) ([]election.Address, map[netip.A
 	byIP := map[netip.Addr][]election.Service{}
 	users := map[netip.Addr][]*corev1.Service{}
 	for _, svc := range svcs {
-		if !controller.Ours(svc, s.opts.LBClass) {
+		if !service.Ours(svc, s.opts.LBClass) {
 			continue
 		}
-		ips := controller.IngressIPs(svc)
+		ips := service.IngressIPs(svc)
 		if len(ips) == 0 {
 			continue
 		}

@@ -14,14 +14,18 @@ package kubeclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/homedir"
 	"k8s.io/klog/v2"
 )
 
@@ -34,20 +38,26 @@ const (
 	MaxRetryDelay = time.Second
 )
 
-// Config loads kubeconfig (empty: the in-cluster service account) and sets
-// userAgent. GET requests wait out an unreachable API server; see
-// WaitForAPIServer.
+// Config finds the API server the way kubectl does (clientcmd's default
+// loading rules): kubeconfig when it is not empty, else the files in
+// $KUBECONFIG (a path list, merged), else ~/.kube/config, else the
+// in-cluster service account. It sets userAgent, and GET requests wait
+// out an unreachable API server; see WaitForAPIServer.
 func Config(kubeconfig, userAgent string) (*rest.Config, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		// clientcmd reads $HOME once, when the process starts; read it
+		// now, which is the same for a binary and lets a test move it.
+		rules.Precedence = []string{filepath.Join(homedir.HomeDir(), clientcmd.RecommendedHomeDir, clientcmd.RecommendedFileName)}
 	}
+	// An explicit path must exist; a missing default file only means
+	// "look further".
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
+		if kubeconfig == "" && clientcmd.IsEmptyConfig(err) {
+			return nil, fmt.Errorf("no API server configured: pass --kubeconfig, set $KUBECONFIG, write ~/.kube/config, or run in a pod with a service account: %w", err)
+		}
 		return nil, err
 	}
 	cfg.UserAgent = userAgent

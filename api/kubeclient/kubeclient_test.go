@@ -205,3 +205,60 @@ current-context: x
 		t.Fatal("a missing kubeconfig loads")
 	}
 }
+
+func writeKubeconfig(t *testing.T, path, server string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(path, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "`+server+`"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Config finds the server as kubectl does: --kubeconfig, then $KUBECONFIG,
+// then ~/.kube/config, then the in-cluster service account.
+func TestConfigLoadingRules(t *testing.T) {
+	dir := t.TempDir()
+	flagKC, envKC, homeKC := filepath.Join(dir, "flag"), filepath.Join(dir, "env"), filepath.Join(dir, "home", ".kube", "config")
+	writeKubeconfig(t, flagKC, "https://198.51.100.1:6443")
+	writeKubeconfig(t, envKC, "https://198.51.100.2:6443")
+	writeKubeconfig(t, homeKC, "https://198.51.100.3:6443")
+	// Not in a pod, whatever runs the test.
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "")
+	for _, tc := range []struct {
+		name, flag, env, home, want string
+	}{
+		{"the flag wins over $KUBECONFIG", flagKC, envKC, filepath.Join(dir, "home"), "https://198.51.100.1:6443"},
+		{"$KUBECONFIG", "", envKC, filepath.Join(dir, "home"), "https://198.51.100.2:6443"},
+		{"$KUBECONFIG is a path list", "", filepath.Join(dir, "missing") + string(os.PathListSeparator) + envKC, filepath.Join(dir, "home"), "https://198.51.100.2:6443"},
+		{"~/.kube/config", "", "", filepath.Join(dir, "home"), "https://198.51.100.3:6443"},
+		{"nothing at all", "", "", filepath.Join(dir, "nobody"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("KUBECONFIG", tc.env)
+			t.Setenv("HOME", tc.home)
+			cfg, err := Config(tc.flag, "ironlb-test")
+			if tc.want == "" {
+				if err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+					t.Fatalf("got %v, %v; want an error that says how to configure the client", cfg, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Host != tc.want || cfg.UserAgent != "ironlb-test" {
+				t.Errorf("host %q user agent %q, want %q", cfg.Host, cfg.UserAgent, tc.want)
+			}
+		})
+	}
+}

@@ -30,8 +30,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
-	"github.com/ironlb/ironlb/controller"
 )
 
 // Clients reach the API server.
@@ -146,7 +146,7 @@ func services(ctx context.Context, c *Clients, ns, class string) ([]corev1.Servi
 	}
 	var out []corev1.Service
 	for _, s := range list.Items {
-		if controller.Ours(&s, class) {
+		if service.Ours(&s, class) {
 			out = append(out, s)
 		}
 	}

@@ -15,9 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/printers"
 
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/metallb"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/ipam"
 )
 
@@ -235,7 +235,7 @@ func verdicts(text []byte, svcs []corev1.Service) ([]Verdict, int, error) {
 			}
 		}
 		base := Verdict{Namespace: s.Namespace, Service: s.Name, Note: strings.Join(notes, "; ")}
-		ips := controller.IngressIPs(s)
+		ips := service.IngressIPs(s)
 		if len(ips) == 0 {
 			out = append(out, base)
 			continue

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/printers"
 
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -87,7 +88,7 @@ func svcs2assignments(svcs []corev1.Service) []ipam.Assignment {
 	for i := range svcs {
 		s := &svcs[i]
 		key := s.Namespace + "/" + s.Name
-		as := ipam.Assignment{Service: ipam.Service{Key: key}, Addrs: controller.IngressIPs(s)}
+		as := ipam.Assignment{Service: ipam.Service{Key: key}, Addrs: service.IngressIPs(s)}
 		// The sharing data decides whether two Services may hold one
 		// address; a Service whose request cannot be read is counted
 		// without it, as the controller would restore it.

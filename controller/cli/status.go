@@ -13,7 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 
 	"github.com/ironlb/ironlb/api"
-	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/ipam"
 )
 
@@ -72,7 +72,7 @@ func Status(ctx context.Context, c *Clients, o Options, name string) error {
 		if err != nil {
 			return err
 		}
-		if !controller.Ours(svc, o.LBClass) {
+		if !service.Ours(svc, o.LBClass) {
 			return fmt.Errorf("Service %s/%s is not handled by ironlb (type %s, loadBalancerClass %s); `kubectl ironlb why %s` says more", svc.Namespace, svc.Name, svc.Spec.Type, classOf(svc), name)
 		}
 		svcs = []corev1.Service{*svc}
@@ -146,7 +146,7 @@ func addressStatus(svc *corev1.Service, events []corev1.Event, alloc *ipam.Alloc
 	base := AddressStatus{Namespace: svc.Namespace, Service: svc.Name, Announced: string(metav1.ConditionUnknown), Source: SourceNone}
 	base.LastMove = lastMove(events)
 
-	ips := controller.IngressIPs(svc)
+	ips := service.IngressIPs(svc)
 	byIP := map[netip.Addr]api.Announcement{}
 	if cond := announcedCondition(svc); cond != nil {
 		base.Source = SourceCondition

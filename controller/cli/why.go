@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 
 	"github.com/ironlb/ironlb/api"
+	"github.com/ironlb/ironlb/api/service"
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/controller"
 )
@@ -51,7 +52,7 @@ func Why(ctx context.Context, c *Clients, o Options, name string) error {
 		return err
 	}
 	rep := WhyReport{Namespace: svc.Namespace, Service: svc.Name}
-	for _, ip := range controller.IngressIPs(svc) {
+	for _, ip := range service.IngressIPs(svc) {
 		rep.Addresses = append(rep.Addresses, ip.String())
 	}
 	var s []string
@@ -61,7 +62,7 @@ func Why(ctx context.Context, c *Clients, o Options, name string) error {
 	switch {
 	case svc.Spec.Type != corev1.ServiceTypeLoadBalancer:
 		say("Service %s is of type %s: ironlb gives addresses only to Services of type LoadBalancer; set spec.type: LoadBalancer if it should have one.", ref, or(string(svc.Spec.Type), "ClusterIP"))
-	case !controller.Ours(svc, o.LBClass):
+	case !service.Ours(svc, o.LBClass):
 		say("Service %s has spec.loadBalancerClass %s, but ironlb handles only Services %s, so it is left to another load balancer implementation; remove the class (it cannot be changed on an existing Service: recreate it) or run ironlb with --lb-class=%s.",
 			ref, classOf(svc), ourClassText(o.LBClass), classOf(svc))
 	default:
@@ -141,7 +142,7 @@ func (o *Options) whyNoAddress(ctx context.Context, c *Clients, svc *corev1.Serv
 func (o *Options) whyAddress(svc *corev1.Service, es []corev1.Event, ps poolsState) ([]string, string) {
 	var s []string
 	say := func(format string, args ...any) { s = append(s, fmt.Sprintf(format, args...)) }
-	ips := controller.IngressIPs(svc)
+	ips := service.IngressIPs(svc)
 	addrs := make([]string, len(ips))
 	for i, ip := range ips {
 		addrs[i] = ip.String()

@@ -308,7 +308,7 @@ nft add rule inet ilbsplit out meta l4proto '{ tcp, udp }' th sport 7946 drop`)
 	}
 
 	evs := kubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=DuplicateAnnouncer",
-		"-o", `jsonpath={range .items[*]}{.source.host}{": "}{.message}{"\n"}{end}`)
+		"-o", `jsonpath={range .items[*]}{.reportingInstance}{": "}{.message}{"\n"}{end}`)
 	t.Logf("Events:\n%s", evs)
 	if !strings.Contains(evs, fmt.Sprintf("%s: address %s is also announced by MAC %s of node %q", x, ip, nodeMAC[o], o)) ||
 		!strings.Contains(evs, fmt.Sprintf("node %q stops announcing it", x)) {

@@ -38,13 +38,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	checkConfig := fs.String("check-config", "", "validate FILE (a ConfigMap manifest or bare config text, - for stdin), print one line per pool, and exit 0 if valid or 1 with every problem")
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means as kubectl: $KUBECONFIG, else ~/.kube/config, else the in-cluster config")
 	namespace := fs.String("namespace", api.DefaultNamespace, "namespace of the address-pool ConfigMap, the memberlist Secret and the leader-election Lease")
 	configName := fs.String("config-name", api.DefaultConfigName, "name of the address-pool ConfigMap")
 	lbClass := fs.String("lb-class", "", "handle only Services with this spec.loadBalancerClass; when empty, only Services without a class")
 	workers := fs.Int("workers", 16, "Services reconciled in parallel")
-	qps := fs.Float64("kube-api-qps", 500, "API requests per second (client-go's default of 5 would queue thousands of Services for minutes)")
-	burst := fs.Int("kube-api-burst", 1000, "API request burst")
+	// The API server protects itself with API Priority and Fairness, which
+	// queues or answers 429 with Retry-After (client-go waits and retries);
+	// the --workers bound how many writes are in flight. The client-side
+	// limit is only a safety net against a runaway loop, set far above
+	// what the workers send, so that it never caps convergence: at 500
+	// QPS, 5,000 Services (a patch and an Event each) took 1.22-1.28x a
+	// plain client's time on the same server.
+	qps := fs.Float64("kube-api-qps", 5000, "client-side limit of API requests per second, a safety net: the API server's Priority and Fairness is what paces the controller")
+	burst := fs.Int("kube-api-burst", 10000, "client-side API request burst (safety net, as --kube-api-qps)")
 	metricsAddr := fs.String("metrics-addr", ":7472", "address for /metrics; empty disables")
 	healthAddr := fs.String("health-addr", ":7473", "address for /healthz and /readyz; empty disables")
 	leaderElect := fs.Bool("leader-elect", true, "elect a leader through a Lease so that only one replica allocates")

@@ -43,7 +43,7 @@ func main() {
 func run(args []string) int {
 	fs := flag.NewFlagSet("speaker", flag.ContinueOnError)
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME, set from the downward API)")
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; empty means as kubectl: $KUBECONFIG, else ~/.kube/config, else the in-cluster config")
 	namespace := fs.String("namespace", api.DefaultNamespace, "namespace of the ConfigMap and the memberlist Secret")
 	configName := fs.String("config-name", api.DefaultConfigName, "name of the address-pool ConfigMap")
 	lbClass := fs.String("lb-class", "", "announce only Services with this loadBalancerClass (empty: Services without one), as the controller's --lb-class")
