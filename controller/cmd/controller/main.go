@@ -77,6 +77,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	// Protobuf for every built-in type the controller reads and writes:
+	// decoding thousands of Services from the watch costs several times
+	// less CPU than JSON, on the API server's side as well (patch bodies
+	// keep their own patch content types).
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		logger.Error(err, "Cannot build the API client")
