@@ -61,7 +61,7 @@ func TestAddressConflict(t *testing.T) {
 	for len(owners) < 2 {
 		evs, _ := tryCmd("", nil, "bash", "hack/kubectl", "--request-timeout=5s", "-n", ns, "get", "events",
 			"--field-selector", "reason=AddressConflict,type=Warning",
-			"-o", `jsonpath={range .items[*]}{.source.host}{"|"}{.count}{"|"}{.message}{"\n"}{end}`)
+			"-o", `jsonpath={range .items[*]}{.reportingInstance}{"|"}{.series.count}{"|"}{.message}{"\n"}{end}`)
 		for _, l := range strings.Split(strings.TrimSpace(evs), "\n") {
 			f := strings.SplitN(l, "|", 3)
 			if len(f) != 3 || !strings.Contains(f[2], clientMAC) {
