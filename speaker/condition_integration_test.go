@@ -80,12 +80,17 @@ func TestAnnouncedCondition(t *testing.T) {
 
 	// A dual-stack Service, as the controller would have assigned it.
 	v4, v6 := netip.MustParseAddr("198.51.100.100"), netip.MustParseAddr("2001:db8:100::100")
-	lbService(t, ns, "web", class, v4.String(), false)
-	svc, err := env.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
+	// Both addresses in one status write, so that the speakers never see
+	// a single-stack Service first (which would be a change of its own).
+	svc, err := env.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
+			Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: v6.String()})
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: v4.String()}, {IP: v6.String()}}
 	if _, err := env.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
