@@ -272,6 +272,12 @@ func (w *condWriter) apply(ctx context.Context, key types.NamespacedName) error 
 		return fmt.Errorf("applying condition %s to Service %s: %w", api.ConditionAnnounced, key, err)
 	}
 	w.metrics.conditionWrites.Inc()
+	klog.FromContext(ctx).V(2).Info("Wrote the announcement condition", "service", key, "status", func() string {
+		if want == nil {
+			return "removed"
+		}
+		return string(want.status) + " " + want.reason + ": " + want.message
+	}())
 	w.mu.Lock()
 	if cur := w.want[key]; equalCond(cur, want) {
 		delete(w.want, key)

@@ -205,6 +205,24 @@ func TestAnnouncedCondition(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionTrue && c.Message == fmt.Sprintf("198.51.100.101 by %s on eth0 (%s)", live[0], macOf[live[0]])
 	})
 
+	// A LoadBalancer of another class (another installation's) keeps the
+	// condition its own speakers wrote.
+	other := "other.ironlb.io/" + suffix
+	os, err := env.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "other"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &other,
+			Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.150"}}
+	os.Status.Conditions = []metav1.Condition{{Type: api.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: api.ReasonAnnounced,
+		Message: "198.51.100.150 by elsewhere", LastTransitionTime: metav1.Now()}}
+	if _, err := env.Client.CoreV1().Services(ns).UpdateStatus(ctx, os, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	// No longer a LoadBalancer: the condition goes.
 	got.Spec.Type = corev1.ServiceTypeClusterIP
 	got.Spec.LoadBalancerClass = nil
@@ -217,4 +235,7 @@ func TestAnnouncedCondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, ns, "web", "the condition to be removed", func(c *metav1.Condition) bool { return c == nil })
+	waitCondition(t, ns, "other", "another class's condition to stay", func(c *metav1.Condition) bool {
+		return c != nil && c.Message == "198.51.100.150 by elsewhere"
+	})
 }

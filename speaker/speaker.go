@@ -544,9 +544,12 @@ func (s *Speaker) updateConditions(cfg *config.Config, owners map[netip.Addr]str
 			}
 			continue
 		}
-		// Not ours, or no address (any more): the condition goes, removed
-		// by one speaker.
-		if currentCondition(svc) != nil && first == s.opts.NodeName {
+		// Ours without an address (any more), or no LoadBalancer at all:
+		// the condition goes, removed by one speaker. A LoadBalancer of
+		// another class is left alone: another ironlb installation (its
+		// --lb-class) may be the one announcing it.
+		gone := svc.Spec.Type != corev1.ServiceTypeLoadBalancer || service.Ours(svc, s.opts.LBClass)
+		if gone && currentCondition(svc) != nil && first == s.opts.NodeName {
 			s.conds.set(svc, nil)
 		}
 	}
