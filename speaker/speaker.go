@@ -93,6 +93,11 @@ type Speaker struct {
 
 	kick chan struct{}
 
+	// elector remembers the last election so a membership change costs a
+	// few milliseconds instead of a full re-election; only the sync loop
+	// uses it.
+	elector election.Elector
+
 	mu       sync.Mutex
 	members  []string
 	isolated bool // link down or not yet merged back: announce nothing
@@ -250,7 +255,7 @@ func (s *Speaker) sync(ctx context.Context) {
 
 	addrs, users := s.addresses(cfg)
 	nodes := s.electionNodes()
-	owners := election.Elect(addrs, nodes, members)
+	owners := s.elector.Elect(addrs, nodes, members)
 	mine := map[netip.Addr][]string{}
 	held := false
 	var yieldEnds time.Time
