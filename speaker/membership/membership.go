@@ -101,6 +101,11 @@ type Config struct {
 	// Directory, when set, learns the MACs every member publishes,
 	// including this one. May be nil.
 	Directory *Directory
+
+	// Timers override the failure detector's timers; zero fields (and the
+	// zero value) keep the tuned ones. The speaker leaves it empty; the
+	// scale benchmark compares with LANTimers.
+	Timers Timers
 }
 
 // Group is this member's handle on the speaker cluster.
@@ -177,7 +182,7 @@ func New(cfg Config) (*Group, error) {
 		addrs:    make(map[string]string),
 	}
 
-	mc := memberlistConfig()
+	mc := memberlistConfig(cfg.Timers)
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort
