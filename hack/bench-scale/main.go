@@ -235,8 +235,14 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		logf(o, "  %d joined, %d suspicions so far, cpu %.0f%% host %.0f%%", joined, c.counters().suspicions, since(bootMark).selfPct, since(bootMark).hostPct)
 	}
 	t0 := time.Now()
-	if err := c.boot(ctx); err != nil {
-		return res, fmt.Errorf("boot: %w", err)
+	// A cluster that cannot boot within minutes is not going to: fail
+	// this size instead of waiting out every member's Rejoin timeout.
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	err := c.boot(bctx)
+	cancel()
+	if err != nil {
+		k := c.counters()
+		return res, fmt.Errorf("boot: %w (%d suspicions and %d deaths declared while booting)", err, k.suspicions, k.declared)
 	}
 	res.boot = time.Since(t0)
 	// Let the joins' gossip die down before measuring.
