@@ -346,7 +346,6 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 			p.moved = append(p.moved, 100*float64(moved(full[i], after, w.addrs))/float64(len(w.addrs)))
 			p.movedBack = append(p.movedBack, 100*float64(moved(after, full[i], w.addrs))/float64(len(w.addrs)))
 		}
-		detected := time.Now()
 
 		// The node returns: a fresh incarnation at the same address that
 		// merges with the others, as a restarted speaker does.
@@ -366,7 +365,6 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		}
 		logf(o, "nodes=%d timers=%s kill %d: %s detect=%v (v=%d) back in %v", n, timers, kill+1, nodeName(d),
 			lastOr(res.per[len(res.per)-1].detect), o.vips[len(o.vips)-1], res.rejoin[len(res.rejoin)-1].Round(time.Millisecond))
-		_ = detected
 		// Let the return's gossip settle before the next kill.
 		if err := sleep(ctx, time.Second); err != nil {
 			return res, err
