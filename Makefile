@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # Services for `make bench-controller`.
 N ?= 5000
 
-.PHONY: demo demo-down images e2e cluster-e2e bench-failover bench-speaker bench-cluster all build test lint unit fuzz integration bench bench-controller clean
+.PHONY: demo demo-down images e2e cluster-e2e bench-failover bench-speaker bench-scale bench-cluster all build test lint unit fuzz integration bench bench-controller clean
 
 all: build
 
@@ -84,6 +84,13 @@ bench-failover:
 # Idle CPU and RSS of three lab speakers with 1 and with 1,000 addresses.
 bench-speaker:
 	bash hack/bench-speaker.sh
+
+# Scale envelope: detection, false deaths, gossip bytes and election cost
+# of 3, 50, 100 and 250 simulated speakers (one process, memberlist's
+# in-memory network, ~20 min); SCALE_NODES, SCALE_KILLS, SCALE_STEADY etc.
+# shorten it (hack/bench-scale.sh lists them). Not part of `make test`.
+bench-scale:
+	bash hack/bench-scale.sh
 
 # Failover, rollouts, drain and idle cost on the real cluster (hack/cluster.sh).
 bench-cluster:

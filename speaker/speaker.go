@@ -119,6 +119,11 @@ type Speaker struct {
 
 	kick chan struct{}
 
+	// elector remembers the last election so a membership change costs a
+	// few milliseconds instead of a full re-election; only the sync loop
+	// uses it.
+	elector election.Elector
+
 	mu       sync.Mutex
 	members  []string
 	isolated bool // link down or not yet merged back: announce nothing
@@ -320,7 +325,7 @@ func (s *Speaker) sync(ctx context.Context) {
 
 	addrs, users := s.addresses(cfg)
 	nodes := s.electionNodes()
-	owners := election.Elect(addrs, nodes, members)
+	owners := s.elector.Elect(addrs, nodes, members)
 	// The owners loop below rewrites owners for its bookkeeping (an
 	// address held back keeps its previous owner on record); the condition
 	// says who is elected.

@@ -87,9 +87,21 @@ func Owner(ip netip.Addr, candidates []string) string {
 	return best
 }
 
-// Hash is the election's ranking of node for ip; lower wins.
+// Hash is the election's ranking of node for ip; lower wins. It is
+// SHA-256 of node + "#" + ip.String(), built in a stack buffer: at 250
+// nodes and 10,000 addresses a full election hashes 2.5 million pairs, and
+// the string concatenation was half of that cost. Every speaker version
+// must hash the same bytes, or a rolling upgrade would elect two owners.
 func Hash(node string, ip netip.Addr) uint64 {
-	sum := sha256.Sum256([]byte(node + "#" + ip.String()))
+	var buf [320]byte
+	b := append(buf[:0], node...)
+	b = append(b, '#')
+	if ip.IsValid() {
+		b = ip.AppendTo(b)
+	} else {
+		b = append(b, ip.String()...)
+	}
+	sum := sha256.Sum256(b)
 	return binary.BigEndian.Uint64(sum[:8])
 }
 

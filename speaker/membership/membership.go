@@ -107,6 +107,11 @@ type Config struct {
 	// memberlist's traffic). It runs on memberlist's packet handler and
 	// must not block. May be nil.
 	OnMessage func(msg []byte)
+
+	// Timers override the failure detector's timers; zero fields (and the
+	// zero value) keep the tuned ones. The speaker leaves it empty; the
+	// scale benchmark compares with LANTimers.
+	Timers Timers
 }
 
 // Group is this member's handle on the speaker cluster.
@@ -183,7 +188,7 @@ func New(cfg Config) (*Group, error) {
 		addrs:    make(map[string]string),
 	}
 
-	mc := memberlistConfig()
+	mc := memberlistConfig(cfg.Timers)
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort

@@ -132,23 +132,109 @@ const (
 	indirectChecks = 3
 )
 
-// memberlistConfig turns the tuned constants into a memberlist config. It
-// starts from DefaultLANConfig so that settings not mentioned here keep
-// memberlist's own LAN choices.
-func memberlistConfig() *memberlist.Config {
+// Timers are the failure detector's settings. The zero value of a field
+// means the tuned value (TunedTimers); the constants above say why each
+// has it. They are exported so that a benchmark can compare them with
+// memberlist's LAN defaults (LANTimers) in one run.
+type Timers struct {
+	ProbeInterval           time.Duration
+	ProbeTimeout            time.Duration
+	SuspicionMult           int
+	SuspicionMaxTimeoutMult int
+	AwarenessMaxMultiplier  int
+	GossipInterval          time.Duration
+	GossipNodes             int
+	GossipToTheDeadTime     time.Duration
+	PushPullInterval        time.Duration
+	TCPTimeout              time.Duration
+	RetransmitMult          int
+	IndirectChecks          int
+}
+
+// TunedTimers are the speaker's timers.
+func TunedTimers() Timers {
+	return Timers{
+		ProbeInterval:           probeInterval,
+		ProbeTimeout:            probeTimeout,
+		SuspicionMult:           suspicionMult,
+		SuspicionMaxTimeoutMult: suspicionMaxTimeoutMult,
+		AwarenessMaxMultiplier:  awarenessMaxMultiplier,
+		GossipInterval:          gossipInterval,
+		GossipNodes:             gossipNodes,
+		GossipToTheDeadTime:     gossipToTheDeadTime,
+		PushPullInterval:        pushPullInterval,
+		TCPTimeout:              tcpTimeout,
+		RetransmitMult:          retransmitMult,
+		IndirectChecks:          indirectChecks,
+	}
+}
+
+// LANTimers are memberlist's DefaultLANConfig timers, which MetalLB's
+// speaker uses unchanged.
+func LANTimers() Timers {
 	c := memberlist.DefaultLANConfig()
-	c.ProbeInterval = probeInterval
-	c.ProbeTimeout = probeTimeout
-	c.SuspicionMult = suspicionMult
-	c.SuspicionMaxTimeoutMult = suspicionMaxTimeoutMult
-	c.AwarenessMaxMultiplier = awarenessMaxMultiplier
-	c.GossipInterval = gossipInterval
-	c.GossipNodes = gossipNodes
-	c.GossipToTheDeadTime = gossipToTheDeadTime
-	c.PushPullInterval = pushPullInterval
-	c.TCPTimeout = tcpTimeout
-	c.RetransmitMult = retransmitMult
-	c.IndirectChecks = indirectChecks
+	return Timers{
+		ProbeInterval:           c.ProbeInterval,
+		ProbeTimeout:            c.ProbeTimeout,
+		SuspicionMult:           c.SuspicionMult,
+		SuspicionMaxTimeoutMult: c.SuspicionMaxTimeoutMult,
+		AwarenessMaxMultiplier:  c.AwarenessMaxMultiplier,
+		GossipInterval:          c.GossipInterval,
+		GossipNodes:             c.GossipNodes,
+		GossipToTheDeadTime:     c.GossipToTheDeadTime,
+		PushPullInterval:        c.PushPullInterval,
+		TCPTimeout:              c.TCPTimeout,
+		RetransmitMult:          c.RetransmitMult,
+		IndirectChecks:          c.IndirectChecks,
+	}
+}
+
+// withDefaults fills zero fields from TunedTimers.
+func (t Timers) withDefaults() Timers {
+	d := TunedTimers()
+	orD := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orI := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orD(&t.ProbeInterval, d.ProbeInterval)
+	orD(&t.ProbeTimeout, d.ProbeTimeout)
+	orI(&t.SuspicionMult, d.SuspicionMult)
+	orI(&t.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult)
+	orI(&t.AwarenessMaxMultiplier, d.AwarenessMaxMultiplier)
+	orD(&t.GossipInterval, d.GossipInterval)
+	orI(&t.GossipNodes, d.GossipNodes)
+	orD(&t.GossipToTheDeadTime, d.GossipToTheDeadTime)
+	orD(&t.PushPullInterval, d.PushPullInterval)
+	orD(&t.TCPTimeout, d.TCPTimeout)
+	orI(&t.RetransmitMult, d.RetransmitMult)
+	orI(&t.IndirectChecks, d.IndirectChecks)
+	return t
+}
+
+// memberlistConfig turns the timers into a memberlist config. It starts
+// from DefaultLANConfig so that settings not mentioned here keep
+// memberlist's own LAN choices.
+func memberlistConfig(t Timers) *memberlist.Config {
+	t = t.withDefaults()
+	c := memberlist.DefaultLANConfig()
+	c.ProbeInterval = t.ProbeInterval
+	c.ProbeTimeout = t.ProbeTimeout
+	c.SuspicionMult = t.SuspicionMult
+	c.SuspicionMaxTimeoutMult = t.SuspicionMaxTimeoutMult
+	c.AwarenessMaxMultiplier = t.AwarenessMaxMultiplier
+	c.GossipInterval = t.GossipInterval
+	c.GossipNodes = t.GossipNodes
+	c.GossipToTheDeadTime = t.GossipToTheDeadTime
+	c.PushPullInterval = t.PushPullInterval
+	c.TCPTimeout = t.TCPTimeout
+	c.RetransmitMult = t.RetransmitMult
+	c.IndirectChecks = t.IndirectChecks
 	// Encryption is mandatory: refuse plaintext in both directions, so a
 	// member without the key can neither read nor inject state.
 	c.GossipVerifyIncoming = true
