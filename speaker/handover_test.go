@@ -145,3 +145,25 @@ func dupCount(t *testing.T, s *Speaker, ip netip.Addr) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestRetryInKeepsTheEarliest: a sync asks for several retries; the
+// earliest must stand, or a split brain's 2 s reminder waits for a
+// condition's 10 s expiry.
+func TestRetryInKeepsTheEarliest(t *testing.T) {
+	s := &Speaker{kick: make(chan struct{}, 1)}
+	s.retryIn(50 * time.Millisecond)
+	s.retryIn(time.Hour)
+	select {
+	case <-s.kick:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the earlier retry was dropped for a later one")
+	}
+	// Once it has fired, a later one is taken.
+	s.retryIn(20 * time.Millisecond)
+	select {
+	case <-s.kick:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no retry after the first fired")
+	}
+	s.retry.Stop()
+}

@@ -159,6 +159,7 @@ type Speaker struct {
 	owners  map[netip.Addr]string
 	waiting map[netip.Addr]time.Time // handovers held back for LocalServing, since when
 	retry   *time.Timer
+	retryAt time.Time    // when retry fires
 	watched []netip.Addr // last given to the announcer's SetWatched
 	// refreshes is what the announcer's SetRefresh was last given.
 	refreshes map[netip.Addr]time.Duration
@@ -597,11 +598,19 @@ func (s *Speaker) holdBack(ctx context.Context, ip netip.Addr, svcs []*corev1.Se
 	return false
 }
 
-// retryIn kicks the sync loop after d, once however often it is asked.
+// retryIn kicks the sync loop after d, once however often it is asked:
+// the earliest pending retry stands (a sync asks for several: a held
+// handover, a split brain's reminder, a condition to age out), and the sync
+// it causes asks for the next ones again. Called by the sync loop only.
 func (s *Speaker) retryIn(d time.Duration) {
+	at := time.Now().Add(d)
+	if s.retry != nil && time.Now().Before(s.retryAt) && !at.Before(s.retryAt) {
+		return
+	}
 	if s.retry != nil {
 		s.retry.Stop()
 	}
+	s.retryAt = at
 	s.retry = time.AfterFunc(d, s.Kick)
 }
 
