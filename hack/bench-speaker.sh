@@ -6,7 +6,8 @@
 # Brings a fresh lab up (three speakers; taken down on every exit path), or
 # with --use-running uses the lab that is up and removes only what it
 # created. With 1 and then N (default 1000) addresses announced, it waits
-# for every address to have an owner, lets things settle for 5 s, and reads
+# for every address to have an owner and for the speakers to have written
+# every Service's condition (nothing written for 10 s), and reads
 # the CPU time (utime + stime from /proc) of each speaker over --idle
 # seconds (default 60) and its VmRSS at the end:
 #
@@ -121,7 +122,7 @@ before=$(vips_owned_total)
 kc create namespace "$NS" >/dev/null
 vips_services "$NS" 0 1 | kc create -f - >/dev/null
 wait_owned $((before + 1))
-sleep 5
+vips_settled
 log "1 address announced; sampling for $IDLE s"
 measure 1
 
@@ -131,6 +132,7 @@ vips_widen_pool
 t0=$SECONDS
 vips_services "$NS" 1 "$VIPS" | kc create -f - >/dev/null
 wait_owned $((before + VIPS))
-log "$VIPS addresses announced after $((SECONDS - t0)) s; sampling for $IDLE s"
-sleep 5
+log "$VIPS addresses announced after $((SECONDS - t0)) s"
+vips_settled
+log "no condition written for 10 s, $((SECONDS - t0)) s after the start; sampling for $IDLE s"
 measure "$VIPS"

@@ -14,6 +14,38 @@ vips_owned_total() {
 	echo "$t"
 }
 
+# vips_condition_writes_total: the ironlb.io/Announced condition writes of
+# the three lab speakers, summed.
+vips_condition_writes_total() {
+	local n t=0 v
+	for n in n1 n2 n3; do
+		v=$(bash "$ROOT/hack/lab.sh" exec client curl -s --max-time 3 "http://198.51.100.1${n#n}:7474/metrics" |
+			awk '$1 == "ironlb_speaker_condition_writes_total" { printf "%d", $2 }')
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
+# vips_settled: waits (up to 300 s) until no speaker has written a Service
+# condition for 10 s: announcing a new address is followed by its condition
+# write, off the announcing path, and an idle measurement must not include
+# that work.
+vips_settled() {
+	local i last=-1 now same=0
+	for ((i = 0; i < 300; i++)); do
+		now=$(vips_condition_writes_total)
+		if ((now == last)); then
+			((++same >= 10)) && return 0
+		else
+			same=0
+		fi
+		last=$now
+		sleep 1
+	done
+	echo "vips: condition writes still going after 300 s" >&2
+	return 1
+}
+
 # vips_widen_pool: the lab pool grown to every IPv4 address from .100 up
 # and 4,113 IPv6 addresses (the caller saves the ConfigMap first to put it
 # back).
