@@ -248,6 +248,12 @@ func (s *Speaker) currentMembers() []string {
 
 // servicesUsing lists the Services of this speaker that hold ip.
 func (s *Speaker) servicesUsing(ip netip.Addr) []*corev1.Service {
+	if users := s.users.Load(); users != nil {
+		// The last sync's index: a lookup instead of a pass over every
+		// Service, which the self-checks and a flood of claims would
+		// otherwise pay per address.
+		return slices.Clone((*users)[ip])
+	}
 	all, _ := s.services.List(labels.Everything())
 	var out []*corev1.Service
 	for _, svc := range all {

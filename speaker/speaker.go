@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -144,6 +145,9 @@ type Speaker struct {
 	foreign map[netip.Addr]foreignClaim
 
 	conds *condWriter
+	// users is the last sync's Services by address (never modified once
+	// stored), for servicesUsing.
+	users atomic.Pointer[map[netip.Addr][]*corev1.Service]
 
 	// announcing is what the announcer was last given; checkable the
 	// elected owners, since when, for the self-checks; requested when
@@ -325,6 +329,7 @@ func (s *Speaker) sync(ctx context.Context) {
 	s.mu.Unlock()
 
 	addrs, users := s.addresses(cfg)
+	s.users.Store(&users)
 	nodes := s.electionNodes()
 	owners := s.elector.Elect(addrs, nodes, members)
 	// The owners loop below rewrites owners for its bookkeeping (an
