@@ -4,11 +4,15 @@
 
 # vips_owned_total: addresses announced by the three lab speakers together,
 # from their ironlb_speaker_owned_addresses gauges.
-vips_owned_total() {
+vips_owned_total() { vips_metric_total ironlb_speaker_owned_addresses; }
+
+# vips_metric_total NAME: the unlabelled metric NAME of the three lab
+# speakers, summed.
+vips_metric_total() {
 	local n t=0 v
 	for n in n1 n2 n3; do
 		v=$(bash "$ROOT/hack/lab.sh" exec client curl -s --max-time 3 "http://198.51.100.1${n#n}:7474/metrics" |
-			awk '$1 == "ironlb_speaker_owned_addresses" { printf "%d", $2 }')
+			awk -v name="$1" '$1 == name { printf "%d", $2 }')
 		t=$((t + ${v:-0}))
 	done
 	echo "$t"
@@ -16,15 +20,7 @@ vips_owned_total() {
 
 # vips_condition_writes_total: the ironlb.io/Announced condition writes of
 # the three lab speakers, summed.
-vips_condition_writes_total() {
-	local n t=0 v
-	for n in n1 n2 n3; do
-		v=$(bash "$ROOT/hack/lab.sh" exec client curl -s --max-time 3 "http://198.51.100.1${n#n}:7474/metrics" |
-			awk '$1 == "ironlb_speaker_condition_writes_total" { printf "%d", $2 }')
-		t=$((t + ${v:-0}))
-	done
-	echo "$t"
-}
+vips_condition_writes_total() { vips_metric_total ironlb_speaker_condition_writes_total; }
 
 # vips_settled: waits (up to 300 s) until no speaker has written a Service
 # condition for 10 s: announcing a new address is followed by its condition
