@@ -176,7 +176,14 @@ func testIface(name string, idx int) net.Interface {
 func newTestAnnouncer(t *testing.T, schedule []time.Duration, names ...string) (*Announcer, *fakeNet) {
 	t.Helper()
 	fn := &fakeNet{}
-	a := New(t.Context(), Options{Schedule: schedule, Dial: fn.dial})
+	return startTestAnnouncer(t, Options{Schedule: schedule, Dial: fn.dial}, fn, names...), fn
+}
+
+// startTestAnnouncer starts an Announcer with opts (whose Dial is fn's) on
+// fake interfaces with the given names, closed when the test ends.
+func startTestAnnouncer(t *testing.T, opts Options, fn *fakeNet, names ...string) *Announcer {
+	t.Helper()
+	a := New(t.Context(), opts)
 	t.Cleanup(func() { a.Close() })
 	var ifis []net.Interface
 	for i, n := range names {
@@ -185,7 +192,7 @@ func newTestAnnouncer(t *testing.T, schedule []time.Duration, names ...string) (
 	if err := a.SetInterfaces(ifis); err != nil {
 		t.Fatal(err)
 	}
-	return a, fn
+	return a
 }
 
 // waitFor polls cond until it holds; responders work asynchronously.

@@ -106,16 +106,7 @@ func newCheckAnnouncer(t *testing.T, opts Options, names ...string) (*Announcer,
 		}
 		return nil, nil
 	}
-	a := New(t.Context(), opts)
-	t.Cleanup(func() { a.Close() })
-	var ifis []net.Interface
-	for i, n := range names {
-		ifis = append(ifis, testIface(n, i+1))
-	}
-	if err := a.SetInterfaces(ifis); err != nil {
-		t.Fatal(err)
-	}
-	return a, fn
+	return startTestAnnouncer(t, opts, fn, names...), fn
 }
 
 type checkResult struct {
