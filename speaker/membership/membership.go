@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -195,6 +196,17 @@ func New(cfg Config) (*Group, error) {
 	mc.AdvertiseAddr = cfg.AdvertiseAddr
 	mc.AdvertisePort = cfg.BindPort
 	mc.Transport = cfg.Transport
+	var own *transport
+	if cfg.Transport == nil && !(cfg.AdvertiseAddr == "" && isUnspecified(cfg.BindAddr)) {
+		// Our own transport (transport.go says why). Bound to 0.0.0.0
+		// with nothing to advertise, memberlist's guesses a private
+		// address of the host, which only its own transport does.
+		t, err := listen(cfg.BindAddr, cfg.BindPort, g.log)
+		if err != nil {
+			return nil, fmt.Errorf("membership: %w", err)
+		}
+		own, mc.Transport = t, t
+	}
 	// Copy the key: memberlist keeps the slice, and the caller may reuse
 	// or wipe its buffer.
 	mc.SecretKey = slices.Clone(cfg.Key)
@@ -207,6 +219,9 @@ func New(cfg Config) (*Group, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return nil, fmt.Errorf("membership: starting memberlist as %q: %w", cfg.Name, err)
 	}
 	g.ml = ml
@@ -593,4 +608,9 @@ func (m *merges) NotifyMerge(peers []*memberlist.Node) error {
 		*g.capture = append(*g.capture, copied)
 	}
 	return nil
+}
+
+func isUnspecified(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.IsUnspecified()
 }
