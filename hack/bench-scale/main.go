@@ -36,6 +36,8 @@ type options struct {
 	timers      []string
 	seed        uint64
 	verbose     bool
+	dilate      int // 0: autoDilate per size and timer set
+	gossip      time.Duration
 }
 
 func main() {
@@ -50,6 +52,8 @@ func main() {
 	flag.IntVar(&o.localPct, "local-pct", 20, "percent of addresses whose Services are externalTrafficPolicy: Local")
 	flag.Uint64Var(&o.seed, "seed", 1, "random seed (worlds and which owner is killed)")
 	flag.BoolVar(&o.verbose, "v", false, "print each kill")
+	flag.DurationVar(&o.gossip, "gossip-interval", 0, "override the gossip interval of the speaker's timers (an experiment; 0 keeps the speaker's)")
+	dilate := flag.String("dilate", "auto", "stretch every timer and wait by this factor and report in the cluster's time (auto: 1 up to 50 members at the speaker's timers, more beyond; see dilate.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -79,6 +83,10 @@ func main() {
 			os.Exit(2)
 		}
 		o.timers = append(o.timers, t)
+	}
+	if o.dilate, err = parseDilate(*dilate); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-scale: -dilate: %v\n", err)
+		os.Exit(2)
 	}
 	if o.kills < 1 || o.localPct < 0 || o.localPct > 100 {
 		fmt.Fprintln(os.Stderr, "bench-scale: -kills must be at least 1 and -local-pct within 0-100")
@@ -135,11 +143,15 @@ func intList(s string) ([]int, error) {
 	return out, nil
 }
 
-func timerSet(name string) membership.Timers {
+func timerSet(name string, o options) membership.Timers {
 	if name == "lan" {
 		return membership.LANTimers()
 	}
-	return membership.TunedTimers()
+	t := membership.TunedTimers()
+	if o.gossip > 0 {
+		t.GossipInterval = o.gossip
+	}
+	return t
 }
 
 // perVIPs is what one run measured for one address count.
@@ -157,6 +169,7 @@ type perVIPs struct {
 type result struct {
 	nodes  int
 	timers string
+	dilate int // every duration below is in the cluster's time: wall / dilate
 	boot   time.Duration
 	calm   time.Duration // after boot, until no suspicion for 5 s
 	// Process stalls (a 10 ms ticker late by more than 50 / 100 ms), in
@@ -187,13 +200,13 @@ func (r result) lines() []string {
 				" timers=%s detect_max=%d kills=%d undetected=%d moved_back_pct=%.2f elect_full_ms=%.0f"+
 				" steady_s=%.0f suspicions=%d refuted=%d false_dead_kills=%d kill_gossip_bps=%.0f rejoin_p50=%d"+
 				" cpu_steady=%.0f%% cpu_steady_max=%.0f%% host_steady=%.0f%% cpu_kills=%.0f%% cpu_kills_max=%.0f%% host_kills=%.0f%% dropped=%d"+
-				" stalls_steady=%d/%d stall_steady_max=%d stalls_kills=%d/%d stall_kills_max=%d boot_s=%.0f",
+				" stalls_steady=%d/%d stall_steady_max=%d stalls_kills=%d/%d stall_kills_max=%d boot_s=%.0f dilate=%d",
 			r.nodes, p.vips, ms(percentile(p.detect, 50)), ms(percentile(p.detect, 99)), r.falseDead, r.gossipBps,
 			float64(p.elect.Microseconds())/1000, movedPct,
 			r.timers, ms(percentile(p.detect, 100)), len(p.detect), p.undetected, backPct, float64(p.electFull.Microseconds())/1000,
 			r.steady.Seconds(), r.k.suspicions, r.k.refuted, r.falseKills, r.killBps, ms(percentile(r.rejoin, 50)),
 			r.steadyCPU.selfPct, r.steadyMax, r.steadyCPU.hostPct, r.killCPU.selfPct, r.killMax, r.killCPU.hostPct, r.k.dropped+r.kk.dropped,
-			r.stall50, r.stall100, ms(r.stallWorst), r.kStall50, r.kStall100, ms(r.kStallWorst), (r.boot+r.calm).Seconds()))
+			r.stall50, r.stall100, ms(r.stallWorst), r.kStall50, r.kStall100, ms(r.kStallWorst), (r.boot+r.calm).Seconds(), r.dilate))
 	}
 	return out
 }
@@ -218,7 +231,15 @@ func sub(a, b counters) counters {
 // run boots n members with the named timers, holds a steady state, then
 // kills a random owner o.kills times (bringing it back after each).
 func run(ctx context.Context, n int, timers string, steady time.Duration, o options) (result, error) {
-	res := result{nodes: n, timers: timers, steady: steady}
+	k := o.dilate
+	if k == 0 {
+		k = autoDilate(n, timerSet(timers, o))
+	}
+	// K stretches a wait in the cluster's time to wall time; cluster()
+	// turns a measured wall duration back.
+	K := time.Duration(k)
+	cluster := func(d time.Duration) time.Duration { return d / K }
+	res := result{nodes: n, timers: timers, steady: steady, dilate: k}
 	worlds := make([]world, len(o.vips))
 	for i, v := range o.vips {
 		worlds[i] = makeWorld(n, v, o.localPct, o.seed)
@@ -228,7 +249,7 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		all.set(i)
 	}
 
-	c := newCluster(n, timerSet(timers))
+	c := newCluster(n, timerSet(timers, o), k)
 	defer c.shutdown()
 	bootMark := markCPU()
 	c.progress = func(joined int) {
@@ -237,20 +258,20 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 	t0 := time.Now()
 	// A cluster that cannot boot within minutes is not going to: fail
 	// this size instead of waiting out every member's Rejoin timeout.
-	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute*K)
 	err := c.boot(bctx)
 	cancel()
 	if err != nil {
 		k := c.counters()
 		return res, fmt.Errorf("boot: %w (%d suspicions and %d deaths declared while booting)", err, k.suspicions, k.declared)
 	}
-	res.boot = time.Since(t0)
+	res.boot = cluster(time.Since(t0))
 	// Let the joins' gossip die down before measuring.
-	if err := c.waitCalm(ctx, all, 5*time.Second, 3*time.Minute); err != nil {
+	if err := c.waitCalm(ctx, all, 5*time.Second*K, 3*time.Minute*K); err != nil {
 		return res, fmt.Errorf("after boot: %w", err)
 	}
-	res.calm = time.Since(t0) - res.boot
-	logf(o, "nodes=%d timers=%s booted in %v, calm %v later (%d suspicions while booting)", n, timers,
+	res.calm = cluster(time.Since(t0)) - res.boot
+	logf(o, "nodes=%d timers=%s dilate=%d booted in %v, calm %v later, in the cluster's time (%d suspicions while booting)", n, timers, k,
 		res.boot.Round(time.Millisecond), res.calm.Round(time.Millisecond), c.counters().suspicions)
 
 	smp := startSampler()
@@ -263,14 +284,14 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 	k0, b0, m0, s0 := c.counters(), c.sentBytes(), markCPU(), time.Now()
 	smp.drain()
 	st.take()
-	if err := sleep(ctx, steady); err != nil {
+	if err := sleep(ctx, steady*K); err != nil {
 		return res, err
 	}
 	s1 := time.Now()
 	res.steadyCPU, res.steadyMax = since(m0), maxSelf(smp.drain())
 	res.k = sub(c.counters(), k0)
 	res.stall50, res.stall100, res.stallWorst = st.take()
-	res.gossipBps = float64(c.sentBytes()-b0) / s1.Sub(s0).Seconds() / float64(n)
+	res.gossipBps = float64(c.sentBytes()-b0) / cluster(s1.Sub(s0)).Seconds() / float64(n)
 	none := newBitset(n)
 	for _, nd := range c.nodes {
 		res.falseDead += falseDeaths(nd.viewsCopy(), s0, s1, none, n)
@@ -308,11 +329,11 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		dead.set(d)
 
 		at := c.kill(d)
-		if err := c.waitViews(ctx, survivors, survivors, 3*time.Minute); err != nil {
+		if err := c.waitViews(ctx, survivors, survivors, 3*time.Minute*K); err != nil {
 			return res, fmt.Errorf("kill %d of %s: %w", kill+1, nodeName(d), err)
 		}
 		// Stragglers' last callbacks land within a few milliseconds.
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := sleep(ctx, 100*time.Millisecond*K); err != nil {
 			return res, err
 		}
 		for i, w := range worlds {
@@ -335,7 +356,7 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 					never = true
 					continue
 				}
-				worst = max(worst, s.Sub(at))
+				worst = max(worst, cluster(s.Sub(at)))
 			}
 			p := &res.per[i]
 			if never {
@@ -353,10 +374,10 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		if err := c.start(ctx, d, c.peersFor(d, survivors)); err != nil {
 			return res, fmt.Errorf("return of %s: %w", nodeName(d), err)
 		}
-		if err := c.waitViews(ctx, all, all, 3*time.Minute); err != nil {
+		if err := c.waitViews(ctx, all, all, 3*time.Minute*K); err != nil {
 			return res, fmt.Errorf("return of %s: %w", nodeName(d), err)
 		}
-		res.rejoin = append(res.rejoin, time.Since(rt))
+		res.rejoin = append(res.rejoin, cluster(time.Since(rt)))
 		back := time.Now()
 		for j, nd := range c.nodes {
 			if j != d {
@@ -366,14 +387,14 @@ func run(ctx context.Context, n int, timers string, steady time.Duration, o opti
 		logf(o, "nodes=%d timers=%s kill %d: %s detect=%v (v=%d) back in %v", n, timers, kill+1, nodeName(d),
 			lastOr(res.per[len(res.per)-1].detect), o.vips[len(o.vips)-1], res.rejoin[len(res.rejoin)-1].Round(time.Millisecond))
 		// Let the return's gossip settle before the next kill.
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := sleep(ctx, time.Second*K); err != nil {
 			return res, err
 		}
 	}
 	res.killCPU, res.killMax = since(m1), maxSelf(smp.drain())
 	res.kk = sub(c.counters(), k1)
 	res.kStall50, res.kStall100, res.kStallWorst = st.take()
-	res.killBps = float64(c.sentBytes()-b1) / time.Since(kt0).Seconds() / float64(n)
+	res.killBps = float64(c.sentBytes()-b1) / cluster(time.Since(kt0)).Seconds() / float64(n)
 	c.shutdown()
 
 	// Election cost, measured with the cluster stopped so that it is the

@@ -184,12 +184,15 @@ type cluster struct {
 	key    []byte
 	timers membership.Timers
 	index  map[string]int
+	// dilate stretches the harness's own waits by the same factor as the
+	// timers (see dilateTimers).
+	dilate time.Duration
 	// progress, when set, hears how many members have joined.
 	progress func(joined int)
 }
 
-func newCluster(n int, timers membership.Timers) *cluster {
-	c := &cluster{key: make([]byte, membership.KeySize), timers: timers, index: map[string]int{}}
+func newCluster(n int, timers membership.Timers, dilate int) *cluster {
+	c := &cluster{key: make([]byte, membership.KeySize), timers: dilateTimers(timers, dilate), dilate: time.Duration(dilate), index: map[string]int{}}
 	for i := range c.key {
 		c.key[i] = byte(i*7 + 1)
 	}
@@ -310,7 +313,7 @@ func (c *cluster) boot(ctx context.Context) error {
 	// cores, starves probes into false suspicions; a DaemonSet rollout
 	// starts speakers a few at a time too.
 	const parallel = 1
-	const joinPause = 100 * time.Millisecond
+	joinPause := 100 * time.Millisecond * c.dilate
 	for lo := 1; lo < len(c.nodes); lo += parallel {
 		hi := min(lo+parallel, len(c.nodes))
 		var wg sync.WaitGroup
@@ -320,7 +323,7 @@ func (c *cluster) boot(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second*c.dilate)
 				defer cancel()
 				errs[i-lo] = c.start(rctx, i, peers)
 			}()
@@ -342,7 +345,7 @@ func (c *cluster) boot(ctx context.Context) error {
 			joined.set(i)
 		}
 	}
-	return c.waitViews(ctx, all, all, 2*time.Minute)
+	return c.waitViews(ctx, all, all, 2*time.Minute*c.dilate)
 }
 
 // waitViews waits until every node in who reports exactly want.
