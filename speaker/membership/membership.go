@@ -299,10 +299,41 @@ func (g *Group) Leave(timeout time.Duration) error {
 	if g.shutdown {
 		return ErrShutdown
 	}
-	if err := g.ml.Leave(timeout); err != nil {
+	errc := make(chan error, 1)
+	go func() { errc <- g.ml.Leave(timeout) }()
+	g.pushLeave()
+	if err := <-errc; err != nil {
 		return fmt.Errorf("membership: leave: %w", err)
 	}
 	return nil
+}
+
+// pushLeave sends the leave out at once. memberlist queues it as a
+// broadcast that goes out with the next gossip tick (every 200 ms, see
+// gossipInterval) or riding on the next ping or ack this member sends;
+// a graceful stop (a rolling update) should hand its addresses over in
+// milliseconds, not in a tick. A ping to every other member carries the
+// queued broadcast right away, and the acks are not needed.
+func (g *Group) pushLeave() {
+	// Leave queues the broadcast and marks this member left in one step;
+	// wait for that, briefly (a member that left is not among Members).
+	deadline := time.Now().Add(50 * time.Millisecond)
+	var others []*memberlist.Node
+	for {
+		members := g.ml.Members()
+		if !slices.ContainsFunc(members, func(n *memberlist.Node) bool { return n.Name == g.name }) {
+			others = members
+			break
+		}
+		if time.Now().After(deadline) {
+			return // the tick or the next ack will carry it
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, n := range others {
+		addr := &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
+		go func() { _, _ = g.ml.Ping(n.Name, addr) }()
+	}
 }
 
 // Shutdown stops gossiping and listening and waits for OnChange to return
