@@ -107,7 +107,7 @@ func (o *Options) ago(e *corev1.Event) string {
 // says why it refuses the Service for as long as it does (Events expire
 // after an hour; the condition stays).
 func (o *Options) refusal(cond *metav1.Condition) string {
-	return fmt.Sprintf("The controller refuses it (condition %s is %s since %s ago, reason %s): %s.", api.ConditionAllocated, cond.Status,
+	return fmt.Sprintf("The controller refuses its request (condition %s is %s since %s ago, reason %s): %s.", api.ConditionAllocated, cond.Status,
 		duration.HumanDuration(o.now().Sub(cond.LastTransitionTime.Time)), cond.Reason, strings.TrimSuffix(cond.Message, "."))
 }
 

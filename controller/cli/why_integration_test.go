@@ -51,7 +51,7 @@ func TestWhyReadsAllocatedCondition(t *testing.T) {
 	}
 	refused := mk("refused", nil, metav1.Condition{
 		Type: api.ConditionAllocated, Status: metav1.ConditionFalse, Reason: api.ReasonPoolExhausted,
-		Message:            `IPv4 address: pool "lab" is exhausted (10 of 10 in use)`,
+		Message:            "IPv4 address: no free IPv4 address left in pool lab; free an address or add addresses to the pool",
 		LastTransitionTime: metav1.NewTime(now.Add(-3 * time.Hour)),
 	})
 	// An older word of the controller, about a failure since replaced.
@@ -77,7 +77,7 @@ func TestWhyReadsAllocatedCondition(t *testing.T) {
 		not     []string
 		refused string
 	}{
-		{"refused", []string{"has no address", "condition ironlb.io/Allocated is False since 3h ago, reason PoolExhausted", `pool "lab" is exhausted (10 of 10 in use)`},
+		{"refused", []string{"has no address", "condition ironlb.io/Allocated is False since 3h ago, reason PoolExhausted", "no free IPv4 address left in pool lab"},
 			[]string{"in use by x/y"}, api.ReasonPoolExhausted},
 		{"kept", []string{"has address 198.51.100.100", "reason InvalidRequest", `"x" is not an IP address`},
 			[]string{"nothing wrong"}, api.ReasonInvalidRequest},
