@@ -49,8 +49,9 @@ const (
 	// ConditionAnnounced is the condition type. It is written by the
 	// elected owner of the Service's first ingress address, through
 	// server-side apply with field manager FieldManagerSpeaker, and only
-	// when it changes. The controller writes status.loadBalancer with
-	// FieldManagerController; neither touches the other's fields.
+	// when it changes. The controller writes status.loadBalancer and its
+	// own ConditionAllocated with FieldManagerController; neither touches
+	// the other's fields.
 	ConditionAnnounced = "ironlb.io/Announced"
 
 	// ReasonAnnounced (status True): every ingress address is announced.

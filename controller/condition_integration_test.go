@@ -268,3 +268,27 @@ func TestRestartKeepsPinnedQuiet(t *testing.T) {
 		t.Errorf("%d AllocationFailed Events on a, want still 1", n)
 	}
 }
+
+// A Service served at once costs one status write, as before the
+// condition existed: the condition is only ever written for a refusal.
+func TestServedAtOnceOneWrite(t *testing.T) {
+	const n = 20
+	h := newHarness(t, "one-write.ironlb.io/test", "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.128/27]}\n")
+	ns := env.Namespace(t)
+	for i := range n {
+		h.svc(ns, fmt.Sprint("s", i))
+	}
+	// IPAllocated is recorded after the write that assigns the address.
+	eventually(t, "every Service to be served", func() (bool, string) {
+		got := h.ctrl.Metrics().Events(api.EventIPAllocated)
+		return got == n, fmt.Sprint(got)
+	})
+	if w := h.ctrl.Metrics().StatusWrites(); w != n {
+		t.Errorf("%d Services served with %v status writes, want %d", n, w, n)
+	}
+	for i := range n {
+		if s := getSvc(t, ns, fmt.Sprint("s", i)); len(s.Status.Conditions) != 0 || len(s.Status.LoadBalancer.Ingress) != 1 {
+			t.Errorf("s%d: status %+v, want one address and no condition", i, s.Status)
+		}
+	}
+}
