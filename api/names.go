@@ -49,8 +49,9 @@ const (
 	// ConditionAnnounced is the condition type. It is written by the
 	// elected owner of the Service's first ingress address, through
 	// server-side apply with field manager FieldManagerSpeaker, and only
-	// when it changes. The controller writes status.loadBalancer with
-	// FieldManagerController; neither touches the other's fields.
+	// when it changes. The controller writes status.loadBalancer and its
+	// own ConditionAllocated with FieldManagerController; neither touches
+	// the other's fields.
 	ConditionAnnounced = "ironlb.io/Announced"
 
 	// ReasonAnnounced (status True): every ingress address is announced.
@@ -69,6 +70,51 @@ const (
 
 	FieldManagerSpeaker    = "ironlb-speaker"
 	FieldManagerController = "ironlb-controller"
+)
+
+// The Service status condition the controller maintains: why a Service
+// does not hold, from the pools, the addresses it asks for. It survives a
+// controller restart, which is how a restarted controller knows what it
+// already said: it writes an AllocationFailed Event only when the failure
+// differs from what the condition says.
+const (
+	// ConditionAllocated is the condition type. It is present, with
+	// status False, only while the controller refuses the Service (or
+	// keeps an address for it that no pool covers), and removed in the
+	// status write that gives the Service its addresses. The controller
+	// writes it with a strategic merge patch keyed by the condition type,
+	// under FieldManagerController, so the speakers' ConditionAnnounced
+	// in the same list is never touched. Its message is the text of the
+	// AllocationFailed Event.
+	ConditionAllocated = "ironlb.io/Allocated"
+
+	// ReasonPoolExhausted: every address of the eligible pools is taken.
+	ReasonPoolExhausted = "PoolExhausted"
+	// ReasonAddressInUse: the requested address is held by a Service it
+	// cannot be shared with.
+	ReasonAddressInUse = "AddressInUse"
+	// ReasonSharingConflict: both Services ask to share the address, but
+	// their ports or traffic policies clash.
+	ReasonSharingConflict = "SharingConflict"
+	// ReasonAddressNotInPool: an address lies outside every pool (or the
+	// requested pool); for a restored address, it is kept, and still
+	// announced, until the config covers it again.
+	ReasonAddressNotInPool = "AddressNotInPool"
+	// ReasonAddressReserved: a requested .0 or .255 address in a pool
+	// with avoid-buggy-ips.
+	ReasonAddressReserved = "AddressReserved"
+	// ReasonUnknownPool: the Service names a pool the config does not
+	// define.
+	ReasonUnknownPool = "UnknownPool"
+	// ReasonNoEligiblePool: no pool serves the Service's family and
+	// namespace.
+	ReasonNoEligiblePool = "NoEligiblePool"
+	// ReasonNoConfig: the address-pool ConfigMap is gone, so no new
+	// address is given out.
+	ReasonNoConfig = "NoConfig"
+	// ReasonInvalidRequest: the Service's annotations or spec ask for
+	// something that cannot be read or served as written.
+	ReasonInvalidRequest = "InvalidRequest"
 )
 
 // More Event reasons, from the speaker's wire checks.

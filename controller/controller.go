@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,7 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -350,15 +349,16 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 			continue
 		}
 		logger.Info("Existing address not restored", "service", re.Key, "reason", err.Error())
-		if again && !errors.Is(err, ipam.ErrInUse) {
+		// An address kept outside the pools is reported by the Service's
+		// reconcile, through its ironlb.io/Allocated condition, which
+		// remembers across restarts that it was said. An address another
+		// Service holds is news each time: the Service's status changes
+		// once it is reconciled, so the next start does not find it.
+		if !errors.Is(err, ipam.ErrInUse) {
 			continue
 		}
 		if svc, gerr := c.serviceByKey(re.Key); gerr == nil {
-			msg := err.Error() + "; it is kept until the config covers it again"
-			if errors.Is(err, ipam.ErrInUse) {
-				msg = err.Error() + "; a new address will be allocated"
-			}
-			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, msg)
+			c.event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, err.Error()+"; a new address will be allocated")
 		}
 	}
 	note := "Loaded "
@@ -369,7 +369,7 @@ func (c *Controller) evaluate(ctx context.Context, cm *corev1.ConfigMap) {
 		logger.Info("Address-pool config loaded", "pools", len(cfg.Pools), "restored", first)
 	}
 	if !again {
-		c.recorder.Event(cm, corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
+		c.event(cm, corev1.EventTypeNormal, api.EventConfigLoaded, note+strings.Join(cfg.Summary(), "; "))
 	}
 	for _, k := range retry {
 		c.queue.Add(k)
@@ -492,7 +492,13 @@ func (c *Controller) serviceByKey(key string) (*corev1.Service, error) {
 func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, msg string) {
 	klog.FromContext(ctx).Error(nil, "Address-pool config rejected", "configmap", klog.KObj(cm), "problems", msg)
 	c.metrics.configState(c.Ready(), true)
-	c.recorder.Event(cm, corev1.EventTypeWarning, api.EventConfigRejected, msg)
+	c.event(cm, corev1.EventTypeWarning, api.EventConfigRejected, msg)
+}
+
+// event records an Event and counts it by reason.
+func (c *Controller) event(obj runtime.Object, eventtype, reason, note string) {
+	c.metrics.events.WithLabelValues(reason).Inc()
+	c.recorder.Event(obj, eventtype, reason, note)
 }
 
 // reconcile brings one Service's addresses and status in line with its
@@ -512,9 +518,10 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		return c.disown(ctx, svc)
 	}
 	var res ipam.Result
-	if req, err := NewRequest(svc); err != nil {
+	req, reqErr := NewRequest(svc)
+	if reqErr != nil {
 		// Keep what the Service holds; say what is wrong with the request.
-		res = c.ledger.Hold(key, err)
+		res = c.ledger.Hold(key, reqErr)
 	} else if res = c.ledger.Ensure(*req); res.Wait {
 		return nil // Run re-enqueues every Service once a config loads.
 	}
@@ -522,23 +529,34 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		c.retryFailed()
 	}
 	c.metrics.allocations.Add(float64(res.Taken))
-	addrs, failure, report := res.Addrs, res.Err, res.Report
-	want := Ingress(addrs)
-	if !SameIngress(svc.Status.LoadBalancer.Ingress, want) {
-		if err := c.patchStatus(ctx, svc, want); err != nil {
+	var want *failure
+	fresh := res.Report
+	switch {
+	case res.Err != nil:
+		want = failureOf(res.Err, reqErr != nil)
+	case len(res.Pinned) > 0:
+		// Not a refusal, so the ledger does not track it; the condition
+		// alone says whether it was reported.
+		want, fresh = pinnedFailure(res.Pinned), true
+	}
+	plan := planStatus(svc, Ingress(res.Addrs), want, fresh, metav1.Now())
+	if plan.event {
+		// Before the write: the ledger reports a failure once per run, so
+		// an Event put off to a retry of a failed write would be lost.
+		logger.Info("Allocation failed", "reason", want.message, "condition", want.reason)
+		c.event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, want.message)
+	}
+	if plan.write() {
+		if err := c.writeStatus(ctx, svc, plan); err != nil {
 			return err
 		}
-		if len(want) > 0 {
-			c.recorder.Event(svc, corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(addrs))
-			logger.V(2).Info("Addresses assigned", "addresses", addrs)
+		if plan.setIngress && len(plan.ingress) > 0 {
+			c.event(svc, corev1.EventTypeNormal, api.EventIPAllocated, c.describeAddrs(res.Addrs))
+			logger.V(2).Info("Addresses assigned", "addresses", res.Addrs)
 		}
 	}
-	if failure != nil {
+	if res.Err != nil {
 		c.metrics.failures.Inc()
-		if report {
-			logger.Info("Allocation failed", "reason", failure.Error())
-			c.recorder.Event(svc, corev1.EventTypeWarning, api.EventAllocationFailed, failure.Error())
-		}
 	}
 	return nil
 }
@@ -551,15 +569,23 @@ func (c *Controller) forget(key string) {
 }
 
 // disown releases a Service that stopped being ours (type or class
-// changed) and clears the status we wrote. A Service we never held is left
-// alone: its status may belong to another load balancer.
+// changed) and clears the status we wrote: the addresses it held, and our
+// condition, which a previous run may have written. The ingress of a
+// Service we do not hold is left alone: it may belong to another load
+// balancer.
 func (c *Controller) disown(ctx context.Context, svc *corev1.Service) error {
 	key := service.Key(svc)
-	if !c.ledger.Holds(key) {
+	held := c.ledger.Holds(key)
+	plan := statusPlan{
+		setIngress: held && len(svc.Status.LoadBalancer.Ingress) > 0,
+		dropCond:   allocatedCondition(svc) != nil,
+	}
+	if !held && !plan.dropCond {
+		c.ledger.Release(key) // stop retrying it, if it was waiting
 		return nil
 	}
-	if len(svc.Status.LoadBalancer.Ingress) > 0 {
-		if err := c.patchStatus(ctx, svc, nil); err != nil {
+	if plan.write() {
+		if err := c.writeStatus(ctx, svc, plan); err != nil {
 			return err
 		}
 	}
@@ -582,17 +608,22 @@ func (c *Controller) retryFailed() {
 	}
 }
 
-func (c *Controller) patchStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress) error {
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}}})
+// writeStatus sends plan's changes in one patch of the status
+// subresource (see statusPlan.statusPatch).
+func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, plan statusPlan) error {
+	pt, patch, err := plan.statusPatch()
 	if err != nil {
 		return err
 	}
-	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "ironlb-controller"}, "status")
+	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, pt, patch, metav1.PatchOptions{FieldManager: api.FieldManagerController}, "status")
 	c.metrics.statusWrites.Inc()
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("writing the status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	return nil
 }
 
 func (c *Controller) describeAddrs(addrs []netip.Addr) string {

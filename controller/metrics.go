@@ -17,6 +17,7 @@ type Metrics struct {
 	allocations  prometheus.Counter
 	failures     prometheus.Counter
 	statusWrites prometheus.Counter
+	events       *prometheus.CounterVec
 	loaded       prometheus.Gauge
 	stale        prometheus.Gauge
 }
@@ -37,18 +38,25 @@ func NewMetrics() *Metrics {
 			Help: "Reconciles that left a Service without the addresses it asked for."}),
 		statusWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "ironlb_status_writes_total",
 			Help: "Service status patches sent to the API server."}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ironlb_events_total",
+			Help: "Events the controller recorded, per reason (repeats folded into a series by the Events library count each time)."}, []string{"reason"}),
 		loaded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_config_loaded",
 			Help: "1 once an address-pool config is in force."}),
 		stale: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ironlb_config_stale",
 			Help: "1 when the ConfigMap is missing or its latest version was rejected, so an older config (or none) is in force."}),
 	}
-	m.Registry.MustRegister(m.pools, m.allocations, m.failures, m.statusWrites, m.loaded, m.stale,
+	m.Registry.MustRegister(m.pools, m.allocations, m.failures, m.statusWrites, m.events, m.loaded, m.stale,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
 // StatusWrites is the number of status patches sent so far.
 func (m *Metrics) StatusWrites() float64 { return counterValue(m.statusWrites) }
+
+// Events is the number of Events with reason recorded so far.
+func (m *Metrics) Events(reason string) float64 {
+	return counterValue(m.events.WithLabelValues(reason))
+}
 
 func (m *Metrics) configState(loaded, stale bool) {
 	m.loaded.Set(b2f(loaded))

@@ -58,6 +58,10 @@ type Result struct {
 	// Freed is true when addresses went back to the pools: Services
 	// waiting for one (Waiting) may now be served.
 	Freed bool
+	// Pinned says why the Service keeps addresses that no pool covers:
+	// the *RestoreError of each address pinned on restore and not placed
+	// in a pool since, in address order. The addresses are in Addrs.
+	Pinned []error
 }
 
 // Ledger owns the per-Service transaction over an Allocator: which
@@ -87,6 +91,7 @@ type Ledger struct {
 type pinned struct {
 	svc   Service
 	addrs []netip.Addr
+	why   []error // the RestoreError of each of addrs
 }
 
 // NewLedger returns a Ledger without pools; every Service waits until
@@ -107,7 +112,8 @@ type Loaded struct {
 	// (*RestoreError). One outside the pools is pinned; one in use by
 	// another Service is not, and its Service gets a new address.
 	RestoreErrors []error
-	// Retry lists the Services waiting for an address, to look at again.
+	// Retry lists the Services to look at again: those waiting for an
+	// address, and those whose pinned addresses the pools now cover.
 	Retry []string
 }
 
@@ -139,35 +145,43 @@ func (l *Ledger) Load(pools []Pool, snapshot []Assignment) (Loaded, error) {
 				p := l.pinned[re.Key]
 				p.svc = svcs[re.Key]
 				p.addrs = append(p.addrs, re.Addr)
+				p.why = append(p.why, err)
 				l.pinned[re.Key] = p
 			}
 		}
 	} else {
-		l.repin()
+		out.Retry = l.repin()
 	}
 	for k := range l.failed {
 		out.Retry = append(out.Retry, k)
 	}
 	slices.Sort(out.Retry)
+	// A pinned Service may also wait for its other family.
+	out.Retry = slices.Compact(out.Retry)
 	return out, nil
 }
 
-// repin places pinned addresses the pools now cover.
-func (l *Ledger) repin() {
+// repin places pinned addresses the pools now cover, and returns the
+// Services that have such addresses: what they report changes.
+func (l *Ledger) repin() (changed []string) {
 	for key, p := range l.pinned {
-		keep := p.addrs[:0]
-		for _, ip := range p.addrs {
+		keep, why := p.addrs[:0], p.why[:0]
+		for i, ip := range p.addrs {
 			if l.alloc.Assign(p.svc, ip, "") != nil {
-				keep = append(keep, ip)
+				keep, why = append(keep, ip), append(why, p.why[i])
 			}
+		}
+		if len(keep) < len(p.addrs) {
+			changed = append(changed, key)
 		}
 		if len(keep) == 0 {
 			delete(l.pinned, key)
 		} else {
-			p.addrs = keep
+			p.addrs, p.why = keep, why
 			l.pinned[key] = p
 		}
 	}
+	return changed
 }
 
 // Pause records that the config is gone: Services keep what they hold,
@@ -247,6 +261,7 @@ func (l *Ledger) Ensure(req Request) Result {
 		}
 	}
 	res.Addrs = ordered(append(now, pin.addrs...), req.Families)
+	res.Pinned = slices.Clone(pin.why)
 	res.Report = l.record(key, failure)
 	return res
 }
@@ -256,8 +271,9 @@ func (l *Ledger) Ensure(req Request) Result {
 func (l *Ledger) Hold(key string, why error) Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	addrs := append(l.alloc.Addrs(key), l.pinned[key].addrs...)
-	return Result{Addrs: ordered(addrs, nil), Err: why, Report: l.record(key, why)}
+	pin := l.pinned[key]
+	addrs := append(l.alloc.Addrs(key), pin.addrs...)
+	return Result{Addrs: ordered(addrs, nil), Err: why, Report: l.record(key, why), Pinned: slices.Clone(pin.why)}
 }
 
 // record keeps the Service's current failure and reports whether it is

@@ -26,6 +26,7 @@ type step struct {
 	taken  int
 	freed  bool
 	wait   bool
+	pinned int // len(Result.Pinned)
 	// Checked after load.
 	misfits  int
 	first    bool
@@ -207,13 +208,16 @@ func TestLedgerRules(t *testing.T) {
 		}},
 		{"restart: an address outside the config is pinned, kept and stands for its family", []step{
 			{load: []Pool{v4}, snapshot: []Assignment{snap("ns/p", "203.0.113.5")}, first: true, restored: 1},
-			{ensure: want("ns/p", IPv4), addrs: []string{"203.0.113.5"}},
+			{ensure: want("ns/p", IPv4), addrs: []string{"203.0.113.5"}, pinned: 1},
+			{hold: "ns/p", addrs: []string{"203.0.113.5"}, err: errBadAnnotation, report: true, pinned: 1},
 			{release: "ns/p"}, // pinned addresses never were in a pool
 			{ensure: want("ns/p", IPv4), addrs: []string{"198.51.100.0"}, taken: 1},
 		}},
 		{"restart: a pinned address becomes an ordinary one once a config covers it", []step{
 			{load: []Pool{one}, snapshot: []Assignment{snap("ns/p", "198.51.100.1")}, first: true, restored: 1},
-			{load: []Pool{v4}},
+			{ensure: want("ns/p", IPv4), addrs: []string{"198.51.100.1"}, pinned: 1},
+			// Looked at again: it has nothing to report any more.
+			{load: []Pool{v4}, retry: []string{"ns/p"}},
 			{ensure: want("ns/p", IPv4), addrs: []string{"198.51.100.1"}},
 			// Held in a pool now, so a config without it is refused.
 			{load: []Pool{one}, misfits: 1},
@@ -318,6 +322,15 @@ func checkStep(t *testing.T, l *Ledger, i int, st step) {
 		key := st.hold
 		if st.ensure != nil {
 			key = st.ensure.Service.Key
+		}
+		if len(got.Pinned) != st.pinned {
+			t.Errorf("step %d: pinned %v, want %d", i, got.Pinned, st.pinned)
+		}
+		for _, err := range got.Pinned {
+			var re *RestoreError
+			if !errors.As(err, &re) || re.Key != key {
+				t.Errorf("step %d: pinned %v is not a *RestoreError of the Service", i, err)
+			}
 		}
 		if waiting := slices.Contains(l.Waiting(), key); waiting != (got.Err != nil) {
 			t.Errorf("step %d: Waiting() lists %s: %v, want %v", i, key, waiting, got.Err != nil)

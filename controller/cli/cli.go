@@ -238,10 +238,11 @@ func newest(es []corev1.Event, reasons ...string) *corev1.Event {
 	return nil
 }
 
-// announcedCondition returns the Service's ironlb.io/Announced condition.
-func announcedCondition(svc *corev1.Service) *metav1.Condition {
+// serviceCondition returns the Service's condition of type typ, such as
+// ironlb.io/Announced.
+func serviceCondition(svc *corev1.Service, typ string) *metav1.Condition {
 	for i := range svc.Status.Conditions {
-		if svc.Status.Conditions[i].Type == api.ConditionAnnounced {
+		if svc.Status.Conditions[i].Type == typ {
 			return &svc.Status.Conditions[i]
 		}
 	}

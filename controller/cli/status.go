@@ -148,7 +148,7 @@ func addressStatus(svc *corev1.Service, events []corev1.Event, alloc *ipam.Alloc
 
 	ips := service.IngressIPs(svc)
 	byIP := map[netip.Addr]api.Announcement{}
-	if cond := announcedCondition(svc); cond != nil {
+	if cond := serviceCondition(svc, api.ConditionAnnounced); cond != nil {
 		base.Source = SourceCondition
 		base.Announced = string(cond.Status)
 		if cond.Status == metav1.ConditionTrue {

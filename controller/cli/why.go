@@ -26,6 +26,10 @@ type WhyReport struct {
 	// Announced is the ironlb.io/Announced condition's status, "Event"
 	// when only a nodeAssigned Event says so, or "" when nothing does.
 	Announced string `json:"announced,omitempty"`
+	// Refused is the reason of the controller's ironlb.io/Allocated
+	// condition (such as PoolExhausted), "Event" when only an
+	// AllocationFailed Event says why, or "" when nothing does.
+	Refused string `json:"refused,omitempty"`
 	// Explanation is one paragraph for a person.
 	Explanation string `json:"explanation"`
 }
@@ -73,11 +77,11 @@ func Why(ctx context.Context, c *Clients, o Options, name string) error {
 		es := forService(events[ref], svc)
 		ps := loadConfig(ctx, c, &o)
 		if len(rep.Addresses) == 0 {
-			s = append(s, o.whyNoAddress(ctx, c, svc, es, ps)...)
+			var refused []string
+			refused, rep.Refused = o.whyNoAddress(ctx, c, svc, es, ps)
+			s = append(s, refused...)
 		} else {
-			var announced string
-			s, announced = o.whyAddress(svc, es, ps)
-			rep.Announced = announced
+			s, rep.Announced, rep.Refused = o.whyAddress(svc, es, ps)
 		}
 	}
 	rep.Explanation = strings.Join(s, " ")
@@ -99,14 +103,29 @@ func (o *Options) ago(e *corev1.Event) string {
 	return duration.HumanDuration(o.now().Sub(eventTime(e))) + " ago"
 }
 
-func (o *Options) whyNoAddress(ctx context.Context, c *Clients, svc *corev1.Service, es []corev1.Event, ps poolsState) []string {
+// refusal describes the controller's ironlb.io/Allocated condition, which
+// says why it refuses the Service for as long as it does (Events expire
+// after an hour; the condition stays).
+func (o *Options) refusal(cond *metav1.Condition) string {
+	return fmt.Sprintf("The controller refuses its request (condition %s is %s since %s ago, reason %s): %s.", api.ConditionAllocated, cond.Status,
+		duration.HumanDuration(o.now().Sub(cond.LastTransitionTime.Time)), cond.Reason, strings.TrimSuffix(cond.Message, "."))
+}
+
+// whyNoAddress explains a Service without an address, and returns the
+// reason it is refused (WhyReport.Refused).
+func (o *Options) whyNoAddress(ctx context.Context, c *Clients, svc *corev1.Service, es []corev1.Event, ps poolsState) ([]string, string) {
 	var s []string
 	say := func(format string, args ...any) { s = append(s, fmt.Sprintf(format, args...)) }
 	say("Service %s/%s has no address.", svc.Namespace, svc.Name)
 	failed := newest(es, api.EventAllocationFailed)
 	allocated := newest(es, api.EventIPAllocated)
-	switch {
+	refused := ""
+	switch cond := serviceCondition(svc, api.ConditionAllocated); {
+	case cond != nil && cond.Status == metav1.ConditionFalse:
+		refused = cond.Reason
+		say("%s", o.refusal(cond))
 	case failed != nil && (allocated == nil || !eventTime(allocated).After(eventTime(failed))):
+		refused = "Event"
 		say("The controller's last word, %s (%s): %s.", o.ago(failed), failed.Reason, strings.TrimSuffix(failed.Message, "."))
 	case allocated != nil:
 		say("The controller allocated an address %s (%s: %s), but the status holds none: it was released since, or the status write failed (the controller retries).", o.ago(allocated), allocated.Reason, strings.TrimSuffix(allocated.Message, "."))
@@ -136,10 +155,13 @@ func (o *Options) whyNoAddress(ctx context.Context, c *Clients, svc *corev1.Serv
 	if rej := o.configRejected(ctx, c); rej != "" {
 		say("%s", rej)
 	}
-	return s
+	return s, refused
 }
 
-func (o *Options) whyAddress(svc *corev1.Service, es []corev1.Event, ps poolsState) ([]string, string) {
+// whyAddress explains a Service that has addresses, and returns the
+// status of its ironlb.io/Announced condition (WhyReport.Announced) and
+// the reason of its ironlb.io/Allocated condition (WhyReport.Refused).
+func (o *Options) whyAddress(svc *corev1.Service, es []corev1.Event, ps poolsState) ([]string, string, string) {
 	var s []string
 	say := func(format string, args ...any) { s = append(s, fmt.Sprintf(format, args...)) }
 	ips := service.IngressIPs(svc)
@@ -148,8 +170,15 @@ func (o *Options) whyAddress(svc *corev1.Service, es []corev1.Event, ps poolsSta
 		addrs[i] = ip.String()
 	}
 	say("Service %s/%s has %s.", svc.Namespace, svc.Name, plural(len(addrs), "address", "addresses")+" "+strings.Join(addrs, ", "))
+	// It keeps them while refused (an unreadable annotation, a requested
+	// address in use) or while no pool covers them.
+	refused := ""
+	if cond := serviceCondition(svc, api.ConditionAllocated); cond != nil && cond.Status == metav1.ConditionFalse {
+		refused = cond.Reason
+		say("%s", o.refusal(cond))
+	}
 	announced := ""
-	cond := announcedCondition(svc)
+	cond := serviceCondition(svc, api.ConditionAnnounced)
 	switch {
 	case cond != nil && cond.Status == metav1.ConditionTrue:
 		announced = string(cond.Status)
@@ -189,7 +218,7 @@ func (o *Options) whyAddress(svc *corev1.Service, es []corev1.Event, ps poolsSta
 	if announced == string(metav1.ConditionTrue) && len(s) == 2 {
 		say("ironlb sees nothing wrong; if clients cannot reach it, check that they are on the announcing node's LAN and that kube-proxy forwards the Service's ports on that node.")
 	}
-	return s, announced
+	return s, announced, refused
 }
 
 // configRejected describes the newest ConfigRejected Event on ironlb's
