@@ -1,6 +1,8 @@
 package speaker
 
 import (
+	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -101,6 +103,46 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 		return true
 	}
 	return false
+}
+
+// drainer is what an Announcer offers to end a drain on the packet path:
+// the layer-2 Announcer stops answering for a draining address as soon as
+// it decides a frame is the new owner's announcement, before it reads the
+// next frame, instead of at the next sync after DuplicateAnnouncer heard
+// it. A sync may be several milliseconds away, longer when one is under
+// way, and a client that moved to the new owner and broadcasts a request
+// meanwhile would take this node's answer and move back, losing the
+// connections it opened through the new owner.
+type drainer interface {
+	// SetDraining names the announced addresses being handed over, each
+	// with the new owner's MACs.
+	SetDraining(drains map[netip.Addr][]net.HardwareAddr)
+}
+
+// drainTargets lists, for the announcer, the addresses this node drains
+// with the MACs of their new owners; with s.mu held, after the sync
+// decided announce. A drain heard since that decision stays listed while
+// announce still holds its address: withdrawing it from the announcer
+// first would have it answer again until the next sync. A new owner whose
+// MACs are unknown is left out: its drain ends at a sync, as without a
+// drainer.
+func (s *Speaker) drainTargets(announce map[netip.Addr][]string) map[netip.Addr][]net.HardwareAddr {
+	out := map[netip.Addr][]net.HardwareAddr{}
+	for ip, d := range s.drains {
+		if _, ok := announce[ip]; !ok {
+			continue
+		}
+		if macs := s.opts.MACsOf(d.to); len(macs) > 0 {
+			out[ip] = macs
+		}
+	}
+	return out
+}
+
+func sameDrainTargets(a, b map[netip.Addr][]net.HardwareAddr) bool {
+	return maps.EqualFunc(a, b, func(x, y []net.HardwareAddr) bool {
+		return slices.EqualFunc(x, y, func(m, n net.HardwareAddr) bool { return m.String() == n.String() })
+	})
 }
 
 // foreignClaim is the last claim on an address by a host that is not a

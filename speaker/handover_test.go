@@ -167,3 +167,37 @@ func TestRetryInKeepsTheEarliest(t *testing.T) {
 	}
 	s.retry.Stop()
 }
+
+// TestDrainTargets: the announcer learns which announced addresses drain
+// and to which MACs, so that its responders end a drain on the frame that
+// announces the new owner. A drain heard since the sync decided what to
+// announce stays listed while the address is announced (withdrawing it
+// first would make the announcer answer for it again); one whose new
+// owner published no MAC is left to the sync.
+func TestDrainTargets(t *testing.T) {
+	ip, ip2, ip3 := netip.MustParseAddr("198.51.100.100"), netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("2001:db8:100::100")
+	n2mac, _ := net.ParseMAC("02:00:c6:33:64:0c")
+	n2mac2, _ := net.ParseMAC("02:00:c6:33:65:0c")
+	published := map[string][]net.HardwareAddr{"n2": {n2mac, n2mac2}}
+	s := &Speaker{opts: Options{NodeName: "n1", MACsOf: func(n string) []net.HardwareAddr { return published[n] }},
+		drains: map[netip.Addr]drain{
+			ip:  {to: "n2"},
+			ip2: {to: "n3"}, // published nothing
+			ip3: {to: "n2", heard: true},
+		}}
+	announce := map[netip.Addr][]string{ip: nil, ip2: nil, ip3: nil, netip.MustParseAddr("198.51.100.102"): nil}
+	got := s.drainTargets(announce)
+	want := map[netip.Addr][]net.HardwareAddr{ip: {n2mac, n2mac2}, ip3: {n2mac, n2mac2}}
+	if !sameDrainTargets(got, want) {
+		t.Errorf("drainTargets = %v, want %v", got, want)
+	}
+	// The sync that ends the heard drain no longer announces it: it is
+	// withdrawn from the announcer too.
+	delete(announce, ip3)
+	if got := s.drainTargets(announce); !sameDrainTargets(got, map[netip.Addr][]net.HardwareAddr{ip: {n2mac, n2mac2}}) {
+		t.Errorf("after the heard drain ended: drainTargets = %v", got)
+	}
+	if sameDrainTargets(want, map[netip.Addr][]net.HardwareAddr{ip: {n2mac}, ip3: {n2mac, n2mac2}}) {
+		t.Error("sameDrainTargets ignores a changed MAC list")
+	}
+}
