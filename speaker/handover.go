@@ -53,6 +53,14 @@ type handover struct {
 	until time.Time
 }
 
+// peerClaim is the last claim by another speaker on an address this node
+// announced: a drain towards that speaker that starts within drainSlack
+// of it has nothing left to wait for (draining).
+type peerClaim struct {
+	node string
+	at   time.Time
+}
+
 // drainBound is how long a drain lasts at most.
 func (s *Speaker) drainBound() time.Duration {
 	return s.opts.LocalServingWait + drainSlack
@@ -68,6 +76,15 @@ func (s *Speaker) drainBound() time.Duration {
 func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members []string, now time.Time) (bool, time.Time) {
 	d, ok := s.drains[ip]
 	if !ok && announcing && owner != "" && owner != s.opts.NodeName {
+		if c, heard := s.peerClaims[ip]; heard && c.node == owner && now.Sub(c.at) < drainSlack {
+			// The new owner announced before this node learned that it
+			// lost the address (its membership view was a moment
+			// behind): what the drain would wait for has happened, and
+			// answering on would only draw back clients that moved.
+			delete(s.peerClaims, ip)
+			s.handovers[ip] = handover{from: owner, until: now.Add(drainSlack)}
+			return false, time.Time{}
+		}
 		d, ok = drain{to: owner, until: now.Add(s.drainBound())}, true
 	}
 	if !ok || d.heard || d.to != owner || !slices.Contains(members, owner) || !now.Before(d.until) {
@@ -81,11 +98,16 @@ func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members
 // heardNewOwner is called by DuplicateAnnouncer, with s.mu held, when
 // other announces ip. It reports whether that was expected as part of a
 // handover, so neither side takes it for a duplicate announcer, and ends
-// this node's drain when other is the new owner.
+// this node's drain when other is the new owner. It remembers the claim
+// for a drain that has not started yet (draining).
 func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool {
 	if other == "" || other == s.opts.NodeName {
 		return false
 	}
+	if s.peerClaims == nil {
+		s.peerClaims = map[netip.Addr]peerClaim{}
+	}
+	s.peerClaims[ip] = peerClaim{node: other, at: now}
 	if d, ok := s.drains[ip]; ok {
 		if d.to == other && !d.heard {
 			d.heard = true

@@ -201,3 +201,57 @@ func TestDrainTargets(t *testing.T) {
 		t.Error("sameDrainTargets ignores a changed MAC list")
 	}
 }
+
+// TestDrainHeardBeforeItStarts: the new owner may announce before this
+// node learns that it lost the address (its membership view a moment
+// behind). A drain towards that owner starting shortly after has nothing
+// to wait for: none starts, and its later announcements are expected. A
+// claim by another speaker, or one heard too long before, changes nothing.
+func TestDrainHeardBeforeItStarts(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	n2mac, _ := net.ParseMAC("02:00:c6:33:64:0c")
+	n3mac, _ := net.ParseMAC("02:00:c6:33:64:0d")
+	all := []string{"n1", "n2", "n3"}
+	for _, tc := range []struct {
+		name  string
+		claim net.HardwareAddr
+		after time.Duration // from the claim to the sync that moves ip to n2
+		want  bool          // a drain starts
+	}{
+		{"the new owner announced just before", n2mac, 50 * time.Millisecond, false},
+		{"another speaker announced", n3mac, 50 * time.Millisecond, true},
+		{"the new owner announced long before", n2mac, drainSlack, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, rec := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()))
+			s.opts.LocalServingWait = 5 * time.Second
+			s.members = all
+			// This node still owns ip: the claim is not part of a
+			// handover yet.
+			s.DuplicateAnnouncer(context.Background(), ip, tc.claim)
+			at := s.peerClaims[ip].at
+			d, _ := s.draining(ip, true, "n2", all, at.Add(tc.after))
+			if d != tc.want {
+				t.Fatalf("draining = %v, want %v", d, tc.want)
+			}
+			if _, ok := s.drains[ip]; ok != tc.want {
+				t.Errorf("drain recorded = %v, want %v", ok, tc.want)
+			}
+			if tc.want {
+				return
+			}
+			// n2's next announcements are the handover's, not a
+			// duplicate announcer's.
+			events(rec)
+			before := dupCount(t, s, ip)
+			s.DuplicateAnnouncer(context.Background(), ip, n2mac)
+			if n := dupCount(t, s, ip); n != before {
+				t.Errorf("the new owner's later announcement counted as a duplicate (%v -> %v)", before, n)
+			}
+			if evs := events(rec); len(evs) != 0 {
+				t.Errorf("Events for the new owner's later announcement: %q", evs)
+			}
+		})
+	}
+}

@@ -146,6 +146,9 @@ type Speaker struct {
 	// (handover.go).
 	drains    map[netip.Addr]drain
 	handovers map[netip.Addr]handover
+	// peerClaims: the last claim by another speaker per announced
+	// address (handover.go); nil until the first.
+	peerClaims map[netip.Addr]peerClaim
 	// foreign holds the last claim by a host that is not a speaker on an
 	// address this node announces, for the condition.
 	foreign map[netip.Addr]foreignClaim
@@ -359,6 +362,11 @@ func (s *Speaker) sync(ctx context.Context) {
 	for ip, h := range s.handovers {
 		if !now.Before(h.until) {
 			delete(s.handovers, ip)
+		}
+	}
+	for ip, c := range s.peerClaims {
+		if now.Sub(c.at) >= drainSlack {
+			delete(s.peerClaims, ip)
 		}
 	}
 	s.mu.Unlock()
