@@ -282,6 +282,9 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 		}
 		r.start()
 		a.responders[ifi.Name] = r
+		// Listed before its first update: a drain heard in between
+		// silences it too (drain.go).
+		a.publishResponders()
 		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
 			"arp", conns.ARP != nil, "ndp", conns.NDP != nil)
 		if err := r.update(setFor(a.owned, ifi.Name)); err != nil {
