@@ -13,12 +13,14 @@
 #   failover node p50=… max=…         ms from cutting the owner's link to the
 #                                     client's next successful request (the
 #                                     owner is looked up again each trial)
-#   failback switches_max=… settle_max=… failed_max=…
+#   failback switches_max=… settle_max=… failed_max=… client_moves_max=…
 #                                     after uncut: most node changes the client
 #                                     saw in one trial; ms from uncut until it
 #                                     stayed on the final owner; most failed
 #                                     requests in one trial, counting every
-#                                     request after the uncut
+#                                     request after the uncut; most changes of
+#                                     the client's neighbour entry for the VIP
+#                                     in one trial (hack/lab/probe neigh)
 #   failover kill failed=… handoff_p50=…
 #   failover term failed=… handoff_p50=…
 #                                     SIGKILL / SIGTERM to the owner's speaker:
@@ -192,6 +194,7 @@ node_trial() {
 	stop=$WORK/stop
 	bg_probe "$out" "$stop" http --url "$URL" --interval 20ms --timeout 100ms
 	bg_probe "$WORK/node-$i-arp.jsonl" "$stop" arp --ip "$VIP" --watch --interval 20ms --duration 0
+	bg_probe "$WORK/node-$i-neigh.jsonl" "$stop" neigh --ip "$VIP" --duration 0
 	sleep 1
 	tcut=$(now_ms)
 	lab cut "$o"
@@ -203,19 +206,41 @@ node_trial() {
 	CUT=""
 	sleep 6
 	stop_bg "$stop"
-	python3 - "$out" "$o" "$tcut" "$tun" "$WORK/node-$i-arp.jsonl" <<'EOF' | tee -a "$WORK/node.results"
+	python3 - "$out" "$o" "$tcut" "$tun" "$WORK/node-$i-arp.jsonl" "$WORK/node-$i-neigh.jsonl" <<'EOF' | tee -a "$WORK/node.results"
 import json, sys
-path, old, tcut, tun, arp = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+path, old, tcut, tun, arp, neigh = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 nodes = {"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
 rounds = [json.loads(l) for l in open(arp) if l.strip()]
 rounds = [r for r in rounds if not r.get("summary") and r["unix_ms"] >= tun]
 two = [r for r in rounds if len(r["macs"]) > 1]
-seq = []
+# Who answered or announced, in order. The replies of a round answer one
+# question: the MAC seen last before the round goes first among them (two
+# nodes answering one question is a handover under way, not a move back),
+# the others by reply time; then the round's announcements.
+seq, last = [], None
 for r in rounds:
-    for m in r["macs"] + r["grat"]:
+    replies = sorted(r["macs"], key=lambda m: (m != last, r["lat_us"].get(m, 0)))
+    for m in replies + r["grat"]:
+        last = m
         n = nodes.get(m, m)
         if not seq or seq[-1] != n:
             seq.append(n)
+# The client's own neighbour entry: every change of MAC after the uncut
+# (a move back shows here as a second move).
+entry, moves, cur = [], [], None
+for l in open(neigh):
+    e = json.loads(l) if l.strip() else {}
+    if not e.get("mac"):
+        continue
+    if e["unix_ms"] >= tun:
+        if not entry:
+            entry.append(nodes.get(cur, cur or "?"))
+        if e["mac"] != cur:
+            moves.append(e["unix_ms"])
+            entry.append(nodes.get(e["mac"], e["mac"]))
+    cur = e["mac"]
+if not entry:
+    entry.append(nodes.get(cur, cur or "?"))
 rs = sorted((json.loads(l) for l in open(path) if l.strip()), key=lambda r: r["t_ms"])
 cut = [r for r in rs if tcut <= r["unix_ms"] < tun]
 back = [r for r in cut if r["ok"] and r["node"] != old]
@@ -223,11 +248,16 @@ fo = back[0]["unix_ms"] + back[0]["lat_ms"] - tcut if back else -1
 failed_cut = sum(1 for r in cut if not r["ok"])
 new = back[0]["node"] if back else "?"
 prev, switches, settle, failed_back, final = new, 0, 0.0, 0, new
+# A failed request is in flight at a move when the client's entry changed
+# while it ran: its TCP connection went on to the other node mid-stream.
+inflight = 0
 for r in rs:
     if r["unix_ms"] < tun:
         continue
     if not r["ok"]:
         failed_back += 1
+        if any(r["unix_ms"] <= m <= r["unix_ms"] + r["lat_ms"] for m in moves):
+            inflight += 1
         continue
     if r["node"] != prev:
         switches += 1
@@ -235,7 +265,8 @@ for r in rs:
         prev = r["node"]
     final = r["node"]
 print(f"failover_ms={fo:.0f} failed_cut={failed_cut} cut={old} new={new} "
-      f"switches={switches} settle_ms={settle:.0f} failed_back={failed_back} final={final} "
+      f"switches={switches} settle_ms={settle:.0f} failed_back={failed_back} failed_inflight={inflight} final={final} "
+      f"client_moves={len(moves)} client_entry={'>'.join(entry)} "
       f"arp_two_macs={len(two)} arp_after_uncut={'>'.join(seq)}"
       + "".join(f" two@+{r['unix_ms'] - tun:.0f}ms:{','.join(nodes.get(m, m) for m in r['macs'])}" for r in two[:3]))
 EOF
@@ -324,7 +355,9 @@ say "failover node p50=$(pctl 50 "$WORK/node.results" failover_ms) max=$(pctl 10
 	"(failed requests per trial p50=$(pctl 50 "$WORK/node.results" failed_cut) max=$(pctl 100 "$WORK/node.results" failed_cut))"
 say "failback switches_max=$(pctl 100 "$WORK/node.results" switches) settle_max=$(pctl 100 "$WORK/node.results" settle_ms)" \
 	"failed_max=$(pctl 100 "$WORK/node.results" failed_back)" \
-	"(failed requests after uncut, all trials: $(sum_key "$WORK/node.results" failed_back);" \
+	"client_moves_max=$(pctl 100 "$WORK/node.results" client_moves)" \
+	"(failed requests after uncut, all trials: $(sum_key "$WORK/node.results" failed_back)," \
+	"of which in flight while the client's entry moved: $(sum_key "$WORK/node.results" failed_inflight);" \
 	"ARP rounds with two MACs after uncut: $(sum_key "$WORK/node.results" arp_two_macs))"
 
 for sig in KILL TERM; do

@@ -1,6 +1,8 @@
 package speaker
 
 import (
+	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -51,6 +53,14 @@ type handover struct {
 	until time.Time
 }
 
+// peerClaim is the last claim by another speaker on an address this node
+// announced: a drain towards that speaker that starts within drainSlack
+// of it has nothing left to wait for (draining).
+type peerClaim struct {
+	node string
+	at   time.Time
+}
+
 // drainBound is how long a drain lasts at most.
 func (s *Speaker) drainBound() time.Duration {
 	return s.opts.LocalServingWait + drainSlack
@@ -66,6 +76,15 @@ func (s *Speaker) drainBound() time.Duration {
 func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members []string, now time.Time) (bool, time.Time) {
 	d, ok := s.drains[ip]
 	if !ok && announcing && owner != "" && owner != s.opts.NodeName {
+		if c, heard := s.peerClaims[ip]; heard && c.node == owner && now.Sub(c.at) < drainSlack {
+			// The new owner announced before this node learned that it
+			// lost the address (its membership view was a moment
+			// behind): what the drain would wait for has happened, and
+			// answering on would only draw back clients that moved.
+			delete(s.peerClaims, ip)
+			s.handovers[ip] = handover{from: owner, until: now.Add(drainSlack)}
+			return false, time.Time{}
+		}
 		d, ok = drain{to: owner, until: now.Add(s.drainBound())}, true
 	}
 	if !ok || d.heard || d.to != owner || !slices.Contains(members, owner) || !now.Before(d.until) {
@@ -79,11 +98,16 @@ func (s *Speaker) draining(ip netip.Addr, announcing bool, owner string, members
 // heardNewOwner is called by DuplicateAnnouncer, with s.mu held, when
 // other announces ip. It reports whether that was expected as part of a
 // handover, so neither side takes it for a duplicate announcer, and ends
-// this node's drain when other is the new owner.
+// this node's drain when other is the new owner. It remembers the claim
+// for a drain that has not started yet (draining).
 func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool {
 	if other == "" || other == s.opts.NodeName {
 		return false
 	}
+	if s.peerClaims == nil {
+		s.peerClaims = map[netip.Addr]peerClaim{}
+	}
+	s.peerClaims[ip] = peerClaim{node: other, at: now}
 	if d, ok := s.drains[ip]; ok {
 		if d.to == other && !d.heard {
 			d.heard = true
@@ -101,6 +125,46 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 		return true
 	}
 	return false
+}
+
+// drainer is what an Announcer offers to end a drain on the packet path:
+// the layer-2 Announcer stops answering for a draining address as soon as
+// it decides a frame is the new owner's announcement, before it reads the
+// next frame, instead of at the next sync after DuplicateAnnouncer heard
+// it. A sync may be several milliseconds away, longer when one is under
+// way, and a client that moved to the new owner and broadcasts a request
+// meanwhile would take this node's answer and move back, losing the
+// connections it opened through the new owner.
+type drainer interface {
+	// SetDraining names the announced addresses being handed over, each
+	// with the new owner's MACs.
+	SetDraining(drains map[netip.Addr][]net.HardwareAddr)
+}
+
+// drainTargets lists, for the announcer, the addresses this node drains
+// with the MACs of their new owners; with s.mu held, after the sync
+// decided announce. A drain heard since that decision stays listed while
+// announce still holds its address: withdrawing it from the announcer
+// first would have it answer again until the next sync. A new owner whose
+// MACs are unknown is left out: its drain ends at a sync, as without a
+// drainer.
+func (s *Speaker) drainTargets(announce map[netip.Addr][]string) map[netip.Addr][]net.HardwareAddr {
+	out := map[netip.Addr][]net.HardwareAddr{}
+	for ip, d := range s.drains {
+		if _, ok := announce[ip]; !ok {
+			continue
+		}
+		if macs := s.opts.MACsOf(d.to); len(macs) > 0 {
+			out[ip] = macs
+		}
+	}
+	return out
+}
+
+func sameDrainTargets(a, b map[netip.Addr][]net.HardwareAddr) bool {
+	return maps.EqualFunc(a, b, func(x, y []net.HardwareAddr) bool {
+		return slices.EqualFunc(x, y, func(m, n net.HardwareAddr) bool { return m.String() == n.String() })
+	})
 }
 
 // foreignClaim is the last claim on an address by a host that is not a

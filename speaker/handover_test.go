@@ -167,3 +167,91 @@ func TestRetryInKeepsTheEarliest(t *testing.T) {
 	}
 	s.retry.Stop()
 }
+
+// TestDrainTargets: the announcer learns which announced addresses drain
+// and to which MACs, so that its responders end a drain on the frame that
+// announces the new owner. A drain heard since the sync decided what to
+// announce stays listed while the address is announced (withdrawing it
+// first would make the announcer answer for it again); one whose new
+// owner published no MAC is left to the sync.
+func TestDrainTargets(t *testing.T) {
+	ip, ip2, ip3 := netip.MustParseAddr("198.51.100.100"), netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("2001:db8:100::100")
+	n2mac, _ := net.ParseMAC("02:00:c6:33:64:0c")
+	n2mac2, _ := net.ParseMAC("02:00:c6:33:65:0c")
+	published := map[string][]net.HardwareAddr{"n2": {n2mac, n2mac2}}
+	s := &Speaker{opts: Options{NodeName: "n1", MACsOf: func(n string) []net.HardwareAddr { return published[n] }},
+		drains: map[netip.Addr]drain{
+			ip:  {to: "n2"},
+			ip2: {to: "n3"}, // published nothing
+			ip3: {to: "n2", heard: true},
+		}}
+	announce := map[netip.Addr][]string{ip: nil, ip2: nil, ip3: nil, netip.MustParseAddr("198.51.100.102"): nil}
+	got := s.drainTargets(announce)
+	want := map[netip.Addr][]net.HardwareAddr{ip: {n2mac, n2mac2}, ip3: {n2mac, n2mac2}}
+	if !sameDrainTargets(got, want) {
+		t.Errorf("drainTargets = %v, want %v", got, want)
+	}
+	// The sync that ends the heard drain no longer announces it: it is
+	// withdrawn from the announcer too.
+	delete(announce, ip3)
+	if got := s.drainTargets(announce); !sameDrainTargets(got, map[netip.Addr][]net.HardwareAddr{ip: {n2mac, n2mac2}}) {
+		t.Errorf("after the heard drain ended: drainTargets = %v", got)
+	}
+	if sameDrainTargets(want, map[netip.Addr][]net.HardwareAddr{ip: {n2mac}, ip3: {n2mac, n2mac2}}) {
+		t.Error("sameDrainTargets ignores a changed MAC list")
+	}
+}
+
+// TestDrainHeardBeforeItStarts: the new owner may announce before this
+// node learns that it lost the address (its membership view a moment
+// behind). A drain towards that owner starting shortly after has nothing
+// to wait for: none starts, and its later announcements are expected. A
+// claim by another speaker, or one heard too long before, changes nothing.
+func TestDrainHeardBeforeItStarts(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	n2mac, _ := net.ParseMAC("02:00:c6:33:64:0c")
+	n3mac, _ := net.ParseMAC("02:00:c6:33:64:0d")
+	all := []string{"n1", "n2", "n3"}
+	for _, tc := range []struct {
+		name  string
+		claim net.HardwareAddr
+		after time.Duration // from the claim to the sync that moves ip to n2
+		want  bool          // a drain starts
+	}{
+		{"the new owner announced just before", n2mac, 50 * time.Millisecond, false},
+		{"another speaker announced", n3mac, 50 * time.Millisecond, true},
+		{"the new owner announced long before", n2mac, drainSlack, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, rec := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()))
+			s.opts.LocalServingWait = 5 * time.Second
+			s.members = all
+			// This node still owns ip: the claim is not part of a
+			// handover yet.
+			s.DuplicateAnnouncer(context.Background(), ip, tc.claim)
+			at := s.peerClaims[ip].at
+			d, _ := s.draining(ip, true, "n2", all, at.Add(tc.after))
+			if d != tc.want {
+				t.Fatalf("draining = %v, want %v", d, tc.want)
+			}
+			if _, ok := s.drains[ip]; ok != tc.want {
+				t.Errorf("drain recorded = %v, want %v", ok, tc.want)
+			}
+			if tc.want {
+				return
+			}
+			// n2's next announcements are the handover's, not a
+			// duplicate announcer's.
+			events(rec)
+			before := dupCount(t, s, ip)
+			s.DuplicateAnnouncer(context.Background(), ip, n2mac)
+			if n := dupCount(t, s, ip); n != before {
+				t.Errorf("the new owner's later announcement counted as a duplicate (%v -> %v)", before, n)
+			}
+			if evs := events(rec); len(evs) != 0 {
+				t.Errorf("Events for the new owner's later announcement: %q", evs)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -31,6 +32,29 @@ type recorder struct {
 	mu      sync.Mutex
 	owned   map[netip.Addr][]string
 	refresh map[netip.Addr]time.Duration
+	drains  map[netip.Addr][]net.HardwareAddr
+	// early lists drains withdrawn while their address was still owned:
+	// the announcer would answer for it again in between.
+	early []netip.Addr
+}
+
+func (r *recorder) SetDraining(drains map[netip.Addr][]net.HardwareAddr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ip := range r.drains {
+		if _, still := drains[ip]; !still {
+			if _, owned := r.owned[ip]; owned {
+				r.early = append(r.early, ip)
+			}
+		}
+	}
+	r.drains = maps.Clone(drains)
+}
+
+func (r *recorder) draining() (map[netip.Addr][]net.HardwareAddr, []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.drains), slices.Clone(r.early)
 }
 
 func (r *recorder) SetOwned(owned map[netip.Addr][]string) {
@@ -377,5 +401,114 @@ func TestPoolRefreshInterval(t *testing.T) {
 			t.Fatalf("refresh intervals %v, want %v", c.anns[n1].refreshes(), want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHandoverDrainsToNewOwner: when a node joins, the addresses it takes
+// over drain on the node that had them: still announced there, and handed
+// to the announcer as draining towards the new owner's MACs, so that the
+// responders stop answering on the new owner's first announcement. Once
+// the speaker hears it, the next sync withdraws the address, then the
+// drain, in that order.
+func TestHandoverDrainsToNewOwner(t *testing.T) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	a, b := "a-"+suffix, "b-"+suffix
+	node(t, a, true, nil)
+	node(t, b, true, nil)
+	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
+	class := "speaker.ironlb.io/" + suffix
+	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.109]}\n",
+		func(_ string, o *Options) {
+			o.LocalServingWait = time.Hour // no drain ends on its bound here
+			o.MACOwner = func(m net.HardwareAddr) string {
+				for n, nm := range macs {
+					if nm.String() == m.String() {
+						return n
+					}
+				}
+				return ""
+			}
+			o.MACsOf = func(n string) []net.HardwareAddr { return []net.HardwareAddr{macs[n]} }
+		}, a, b)
+	c.members(a) // b's speaker is not up yet
+	ns := env.Namespace(t)
+	var ips []netip.Addr
+	for i := range 10 {
+		ip := fmt.Sprintf("198.51.100.%d", 100+i)
+		ips = append(ips, netip.MustParseAddr(ip))
+		lbService(t, ns, fmt.Sprint("s", i), class, ip, false)
+	}
+	c.waitOwners("a to announce everything", func(o map[netip.Addr][]string) bool {
+		for _, ip := range ips {
+			if !slices.Equal(o[ip], []string{a}) {
+				return false
+			}
+		}
+		return true
+	})
+
+	c.members(a, b)
+	var moved []netip.Addr
+	for _, ip := range ips {
+		if election.Owner(ip, []string{a, b}) == b {
+			moved = append(moved, ip)
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("b takes nothing over: the test proves nothing")
+	}
+	// b announces its share; a still does too, draining towards b's MAC.
+	c.waitOwners("b to announce its share while a drains", func(o map[netip.Addr][]string) bool {
+		for _, ip := range moved {
+			if !slices.Equal(o[ip], []string{a, b}) {
+				return false
+			}
+		}
+		return true
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		d, _ := c.anns[a].draining()
+		want := map[netip.Addr][]net.HardwareAddr{}
+		for _, ip := range moved {
+			want[ip] = []net.HardwareAddr{macs[b]}
+		}
+		if sameDrainTargets(d, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's announcer drains %v, want %v", d, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d, _ := c.anns[b].draining(); len(d) != 0 {
+		t.Errorf("b drains %v, want nothing", d)
+	}
+
+	// a hears b announce the first address: that one ends, the others
+	// keep draining.
+	c.speakers[a].DuplicateAnnouncer(context.Background(), moved[0], macs[b])
+	c.waitOwners("a to withdraw the address b was heard announcing", func(o map[netip.Addr][]string) bool {
+		return slices.Equal(o[moved[0]], []string{b})
+	})
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		d, early := c.anns[a].draining()
+		_, still := d[moved[0]]
+		if len(early) > 0 {
+			t.Fatalf("drains withdrawn while their address was still announced: %v", early)
+		}
+		if !still && len(d) == len(moved)-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's announcer drains %v after b was heard on %s", d, moved[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, ip := range moved[1:] {
+		if o := c.owners()[ip]; !slices.Equal(o, []string{a, b}) {
+			t.Errorf("%s announced by %v while a still drains it, want both", ip, o)
+		}
 	}
 }

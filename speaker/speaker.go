@@ -76,6 +76,12 @@ type Options struct {
 	// tells another speaker from a foreign host in DuplicateAnnouncer.
 	// Nil means every claimant counts as foreign.
 	MACOwner func(mac net.HardwareAddr) string
+	// MACsOf returns the MACs the speaker on node published (memberlist
+	// metadata, membership.Directory.MACsOf), so that the announcer can
+	// end a drain on the packet path the moment it hears the new owner
+	// (handover.go). Nil leaves the end of a drain to the next sync after
+	// DuplicateAnnouncer heard the new owner.
+	MACsOf func(node string) []net.HardwareAddr
 	// Interfaces returns the interfaces this node announces on, for the
 	// ironlb.io/Announced condition (their names and MACs). Nil leaves
 	// them out of it.
@@ -140,6 +146,9 @@ type Speaker struct {
 	// (handover.go).
 	drains    map[netip.Addr]drain
 	handovers map[netip.Addr]handover
+	// peerClaims: the last claim by another speaker per announced
+	// address (handover.go); nil until the first.
+	peerClaims map[netip.Addr]peerClaim
 	// foreign holds the last claim by a host that is not a speaker on an
 	// address this node announces, for the condition.
 	foreign map[netip.Addr]foreignClaim
@@ -167,6 +176,8 @@ type Speaker struct {
 	watched []netip.Addr // last given to the announcer's SetWatched
 	// refreshes is what the announcer's SetRefresh was last given.
 	refreshes map[netip.Addr]time.Duration
+	// drainsGiven is what the announcer's SetDraining was last given.
+	drainsGiven map[netip.Addr][]net.HardwareAddr
 
 	// probes holds new addresses back until a probe finds them free
 	// (conflict.go); nil when the announcer cannot probe.
@@ -353,6 +364,11 @@ func (s *Speaker) sync(ctx context.Context) {
 			delete(s.handovers, ip)
 		}
 	}
+	for ip, c := range s.peerClaims {
+		if now.Sub(c.at) >= drainSlack {
+			delete(s.peerClaims, ip)
+		}
+	}
 	s.mu.Unlock()
 	if !isolated {
 		for _, a := range addrs {
@@ -406,6 +422,18 @@ func (s *Speaker) sync(ctx context.Context) {
 	s.mu.Unlock()
 	s.probesSynced(addrs, users)
 	s.announcer.SetOwned(announce)
+	if d, ok := s.announcer.(drainer); ok && s.opts.MACsOf != nil {
+		// After SetOwned: a drain that ended must be withdrawn from the
+		// owned set before the announcer stops treating it as a drain,
+		// or it would answer for it again in between.
+		s.mu.Lock()
+		targets := s.drainTargets(announce)
+		s.mu.Unlock()
+		if !sameDrainTargets(targets, s.drainsGiven) {
+			d.SetDraining(targets)
+			s.drainsGiven = targets
+		}
+	}
 	if r, ok := s.announcer.(refresher); ok {
 		// Pools with their own refresh-interval.
 		intervals := map[netip.Addr]time.Duration{}

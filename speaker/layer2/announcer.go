@@ -129,6 +129,9 @@ type Announcer struct {
 
 	// macs holds the MACs of the managed interfaces, for defence.siblings.
 	macs atomic.Pointer[map[[macLen]byte]struct{}]
+	// drains are the addresses handed over to another speaker
+	// (SetDraining), shared with the responders.
+	drains *drainTable
 
 	mu         sync.Mutex
 	closed     bool
@@ -196,6 +199,7 @@ func New(ctx context.Context, opts Options) *Announcer {
 	a.limiters = map[string]*rate.Limiter{}
 	def.siblings = &a.macs
 	a.defence = def
+	a.drains = newDrainTable()
 	return a
 }
 
@@ -271,19 +275,34 @@ func (a *Announcer) SetInterfaces(ifis []net.Interface) error {
 			a.limiters[ifi.Name] = newLimiter(a.probeRate)
 		}
 		r.limiter = a.limiters[ifi.Name]
+		r.drains = a.drains
 		if a.watched != nil {
 			w := a.watched
 			r.watched.Store(&w)
 		}
 		r.start()
 		a.responders[ifi.Name] = r
+		// Listed before its first update: a drain heard in between
+		// silences it too (drain.go).
+		a.publishResponders()
 		a.log.Info("Started responder", "interface", ifi.Name, "mac", ifi.HardwareAddr.String(),
 			"arp", conns.ARP != nil, "ndp", conns.NDP != nil)
 		if err := r.update(setFor(a.owned, ifi.Name)); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	a.publishResponders()
 	return errors.Join(errs...)
+}
+
+// publishResponders tells the read loops which responders to silence
+// when one of them hears a new owner (drain.go). With a.mu held.
+func (a *Announcer) publishResponders() {
+	rs := make([]*responder, 0, len(a.responders))
+	for _, r := range a.responders {
+		rs = append(rs, r)
+	}
+	a.drains.responders.Store(&rs)
 }
 
 // SetRefresh sets per-address refresh intervals that replace
@@ -398,7 +417,8 @@ func (a *Announcer) Healthy() error {
 // unspecified, loopback and multicast addresses are skipped with a log
 // line, since no neighbour could ever ask for them.
 //
-// When SetOwned returns, responders answer for the new set only: a lost
+// When SetOwned returns, responders answer for the new set only (less the
+// draining addresses whose new owner was heard, see SetDraining): a lost
 // address is no longer answered (apart from a reply a read loop had already
 // decided on) and its pending announcements are cancelled; a gained address
 // is answered and its announcement burst has started. Errors (joining a
@@ -496,5 +516,6 @@ func (a *Announcer) Close() error {
 		r.stop()
 		delete(a.responders, name)
 	}
+	a.publishResponders()
 	return nil
 }

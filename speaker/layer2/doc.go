@@ -19,7 +19,10 @@
 // heard on, which is one the address may be announced on. Claims by other
 // speakers ([Options.Peer]) are only reported: the speaker's election
 // decides who keeps the address, and answers through
-// [Announcer.Reannounce].
+// [Announcer.Reannounce]. The one claim that does silence an address is
+// the one a handover waits for: an address the speaker hands over to
+// another speaker ([Announcer.SetDraining]) is answered until that
+// speaker's MAC claims it, and from that frame on no longer (drain.go).
 //
 // [Announcer.Check] and [Announcer.Probe] ask the LAN who holds an address
 // (one ARP request or Neighbor Solicitation; RFC 5227 ARP probes or IPv6

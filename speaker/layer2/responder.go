@@ -64,7 +64,18 @@ type responder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// owned is what the read loops answer for: the announced addresses,
+	// less those handed over to a new owner that was heard (drain.go).
+	// Written under omu only, by update, SetDraining and a read loop that
+	// hears a new owner.
 	owned atomic.Pointer[addrSet]
+	omu   sync.Mutex
+	// announced is the set last given to update; guarded by the
+	// Announcer's mutex.
+	announced addrSet
+	// drains is shared by the Announcer's responders; set before start,
+	// nil in tests that build a bare responder.
+	drains *drainTable
 	// watched are addresses not announced here whose claimants are still
 	// reported (Announcer.SetWatched); never nil once started.
 	watched atomic.Pointer[addrSet]
@@ -185,6 +196,11 @@ func (r *responder) readLoop(conn net.PacketConn, decide func([]byte, net.Hardwa
 		if v == verdictConflict && r.defence.sibling(cl.mac) {
 			v = verdictIgnored // another interface of this node announcing
 		}
+		if v == verdictConflict && r.drains != nil {
+			// Before the next frame is read: a request that follows the
+			// new owner's announcement must find the address gone.
+			r.handedOver(cl)
+		}
 		c.count(v)
 		if ls := r.listeners.Load(); ls != nil && len(*ls) > 0 {
 			r.hear(buf[:n], *ls)
@@ -227,7 +243,7 @@ func (r *responder) send(conn net.PacketConn, frame []byte) bool {
 // and groups left, so no reply goes out for them after update returns
 // (except one already decided on by a read loop).
 func (r *responder) update(set addrSet) error {
-	old := *r.owned.Load()
+	old := r.announced
 	var errs []error
 	if r.conns.NDP != nil && r.conns.Groups != nil {
 		for a := range set {
@@ -238,7 +254,10 @@ func (r *responder) update(set addrSet) error {
 			}
 		}
 	}
-	r.owned.Store(&set)
+	r.announced = set
+	r.omu.Lock()
+	r.publishLocked(set)
+	r.omu.Unlock()
 	select {
 	case r.ownedChanged <- struct{}{}:
 	default:
@@ -350,8 +369,10 @@ func (r *responder) announce(a netip.Addr) {
 			}
 			for _, f := range frames {
 				// Checked per frame: once the address is lost, not even the
-				// rest of the current round may go out.
-				if ctx.Err() != nil {
+				// rest of the current round may go out. Nor once it is
+				// handed over (drain.go), which happens on the packet path
+				// without cancelling ctx.
+				if ctx.Err() != nil || !r.owned.Load().has(a) {
 					return
 				}
 				if r.send(conn, f) {

@@ -49,6 +49,23 @@ func (d *Directory) NodeOf(mac net.HardwareAddr) string {
 	return d.owner[[macLen]byte(mac)]
 }
 
+// MACsOf returns the MACs member published and still holds (none that
+// another member published since), or nil.
+func (d *Directory) MACsOf(member string) []net.HardwareAddr {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []net.HardwareAddr
+	for _, m := range d.macs[member] {
+		if d.owner[m] == member {
+			out = append(out, slices.Clone(m[:]))
+		}
+	}
+	return out
+}
+
 // learn records what member published in meta, replacing what it
 // published before. Metadata that cannot be read is ignored: it comes from
 // a member holding the cluster key, but possibly running another version.

@@ -121,3 +121,38 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+// TestDirectoryMACsOf: a member's MACs are the ones it published last and
+// still holds; a MAC another member published since is that member's.
+func TestDirectoryMACsOf(t *testing.T) {
+	d := NewDirectory()
+	d.learn("a", encodeMeta([]net.HardwareAddr{mac(0x0b), mac(0x1b)}, 512))
+	d.learn("b", encodeMeta([]net.HardwareAddr{mac(0x0c)}, 512))
+	if diff := cmp.Diff([]string{mac(0x0b).String(), mac(0x1b).String()}, macStrings(d.MACsOf("a"))); diff != "" {
+		t.Errorf("MACsOf(a) (-want +got):\n%s", diff)
+	}
+	// b's NIC moved to a's old MAC (a replaced card, a VM's MAC reused).
+	d.learn("b", encodeMeta([]net.HardwareAddr{mac(0x0c), mac(0x1b)}, 512))
+	if diff := cmp.Diff([]string{mac(0x0b).String()}, macStrings(d.MACsOf("a"))); diff != "" {
+		t.Errorf("MACsOf(a) after b took one (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{mac(0x0c).String(), mac(0x1b).String()}, macStrings(d.MACsOf("b"))); diff != "" {
+		t.Errorf("MACsOf(b) (-want +got):\n%s", diff)
+	}
+	if got := d.MACsOf("c"); got != nil {
+		t.Errorf("MACsOf of an unknown member = %v, want nil", got)
+	}
+	// The result is a copy.
+	d.MACsOf("a")[0][0] = 0xff
+	if got := d.MACsOf("a")[0]; got.String() != mac(0x0b).String() {
+		t.Errorf("changing MACsOf's result changed the directory: %s", got)
+	}
+}
+
+func macStrings(macs []net.HardwareAddr) []string {
+	var out []string
+	for _, m := range macs {
+		out = append(out, m.String())
+	}
+	return out
+}

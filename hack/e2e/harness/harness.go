@@ -15,11 +15,13 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +133,28 @@ type ARPRound struct {
 
 // At is when the round's question was sent.
 func (r ARPRound) At() time.Time { return time.UnixMicro(int64(r.Unix * 1000)) }
+
+// Seen lists the MACs heard in the round in the order that tells who
+// held the address when: the replies first, all of them to one question
+// sent before anything else in the round was heard, prev (the MAC last
+// seen before the round) first among them, then the others by reply time;
+// then the announcements. Two nodes answering one question is a handover
+// under way, not a move back, unless an announcement by the other was
+// heard in an earlier round: then prev is the other, and the old owner's
+// reply comes after it.
+func (r ARPRound) Seen(prev string) []string {
+	replies := slices.Clone(r.MACs)
+	slices.SortStableFunc(replies, func(a, b string) int {
+		switch {
+		case a == prev:
+			return -1
+		case b == prev:
+			return 1
+		}
+		return cmp.Compare(r.Lat[a], r.Lat[b])
+	})
+	return append(replies, r.Grat...)
+}
 
 // ARPOnce asks once for ip from the client and returns the MACs that answered.
 func (e *Env) ARPOnce(t testing.TB, ip string) ARPRound {

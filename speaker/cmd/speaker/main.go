@@ -179,7 +179,7 @@ func run(args []string) int {
 	var memberRef atomic.Pointer[membership.Member]
 	sp := speaker.New(client, announcer{ann, logger}, speaker.Options{
 		NodeName: *nodeName, Namespace: *namespace, ConfigName: *configName, LBClass: *lbClass, Metrics: metrics,
-		LocalServing: proxyServes(self), MACOwner: dir.NodeOf, Interfaces: ann.Interfaces,
+		LocalServing: proxyServes(self), MACOwner: dir.NodeOf, MACsOf: dir.MACsOf, Interfaces: ann.Interfaces,
 		Check: checkLAN(ann), CheckInterval: checkOpt, CheckSample: *checkSample,
 		AskOwner: func(node string, msg []byte) error {
 			if m := memberRef.Load(); m != nil {
@@ -348,6 +348,9 @@ func (a announcer) SetOwned(owned map[netip.Addr][]string) {
 // another speaker without flapping.
 func (a announcer) SetWatched(ips []netip.Addr) { a.a.SetWatched(ips) }
 func (a announcer) Reannounce(ip netip.Addr)    { a.a.Reannounce(ip) }
+
+// SetDraining lets the responders end a handover's drain themselves.
+func (a announcer) SetDraining(drains map[netip.Addr][]net.HardwareAddr) { a.a.SetDraining(drains) }
 
 // SetRefresh applies the pools' own refresh-interval.
 func (a announcer) SetRefresh(intervals map[netip.Addr]time.Duration) { a.a.SetRefresh(intervals) }
