@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -39,14 +40,18 @@ import (
 
 // autoDilate is the factor "auto" picks: none up to 50 members at the
 // speaker's timers, which the undilated harness measures with CPU to spare
-// (10-15 % of one core), then enough to keep the probe rate of the whole
-// process at that level. memberlist's LAN timers probe ten times less
-// often and need no dilation up to 500 members.
+// (10-15 % of one core), then one that keeps the whole process at 250
+// probes a second or fewer: 4 at 100 members, 10 at 250. At 250 members a
+// factor of 5 was not enough on a host whose load average other work kept
+// at 10-20 (a storm of false suspicions began in the steady state). memberlist's LAN timers probe ten
+// times less often and need no dilation up to 250 members.
 func autoDilate(n int, t membership.Timers) int {
 	probesPerSec := float64(n) * float64(time.Second) / float64(t.ProbeInterval)
-	const budget = 50 * 10 // 50 members probing 10 times a second
-	k := int((probesPerSec + budget - 1) / budget)
-	return max(1, k)
+	if probesPerSec <= 50*10 {
+		return 1
+	}
+	const budget = 250.0
+	return max(1, int(math.Ceil(probesPerSec/budget)))
 }
 
 // parseDilate reads -dilate: "auto" or a factor from 1 to 100.
