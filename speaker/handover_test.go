@@ -255,3 +255,54 @@ func TestDrainHeardBeforeItStarts(t *testing.T) {
 		})
 	}
 }
+
+// TestReturnClaimsAreExpected: an owner that announces an address again
+// after a cut or a restart hears the speaker that held it meanwhile
+// finish its announcements; that is no duplicate announcer, but a claim by
+// a speaker it does not see alive, or after the window, still is.
+func TestReturnClaimsAreExpected(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.100")
+	other := netip.MustParseAddr("198.51.100.101")
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	n3mac, _ := net.ParseMAC("02:00:c6:33:64:0d")
+	s, rec := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()), lbSvc("b", other.String()))
+	s.members = []string{"n1", "n2", "n3"}
+	s.opts.LocalServingWait = 5 * time.Second
+	now := time.Now()
+	// other was announced already; ip comes back now.
+	s.announcing = map[netip.Addr][]string{other: {"eth0"}}
+	s.expectHandovers(map[netip.Addr][]string{ip: {"eth0"}, other: {"eth0"}}, now)
+	if h, ok := s.handovers[ip]; !ok || h.from != "" || h.until.Before(now.Add(s.drainBound())) {
+		t.Fatalf("handover for the returning address = %+v, %v; want any speaker for the drain bound", h, ok)
+	}
+	if _, ok := s.handovers[other]; ok {
+		t.Errorf("a handover was recorded for an address announced all along")
+	}
+
+	s.DuplicateAnnouncer(context.Background(), ip, n3mac)
+	if evs := events(rec); len(evs) != 0 {
+		t.Errorf("Events for the speaker that held the address meanwhile: %q", evs)
+	}
+	if n := dupCount(t, s, ip); n != 0 {
+		t.Errorf("duplicates counted for the speaker that held the address meanwhile: %v", n)
+	}
+	// n3 is not alive in this node's view: a split brain, reported.
+	s.members = []string{"n1", "n2"}
+	s.DuplicateAnnouncer(context.Background(), ip, n3mac)
+	if evs := events(rec); len(evs) != 1 {
+		t.Errorf("a claim by a speaker this node sees dead: Events %q, want one", evs)
+	}
+	// An address announced all along has no window.
+	s.members = []string{"n1", "n2", "n3"}
+	s.DuplicateAnnouncer(context.Background(), other, n3mac)
+	if evs := events(rec); len(evs) != 1 {
+		t.Errorf("a claim for an address announced all along: Events %q, want one", evs)
+	}
+	// A recorded handover from a named speaker is kept as it is.
+	s.handovers[ip] = handover{from: "n2", until: now.Add(time.Minute)}
+	s.announcing = map[netip.Addr][]string{}
+	s.expectHandovers(map[netip.Addr][]string{ip: {"eth0"}}, now)
+	if h := s.handovers[ip]; h.from != "n2" {
+		t.Errorf("expectHandovers replaced a recorded handover from n2: %+v", h)
+	}
+}

@@ -448,6 +448,7 @@ func (s *Speaker) sync(ctx context.Context) {
 		}
 	}
 	s.mu.Lock()
+	s.expectHandovers(mine, now)
 	s.announcing = announce
 	for ip := range s.checkable {
 		if _, ok := owners[ip]; !ok {
