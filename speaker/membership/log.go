@@ -3,6 +3,7 @@ package membership
 import (
 	"bytes"
 	"log"
+	"strings"
 
 	"github.com/go-logr/logr"
 )
@@ -31,10 +32,18 @@ func NewStdLogger(logger logr.Logger) *log.Logger {
 // writes. log.Logger calls Write once per Printf, so one Write is one line.
 type logWriter struct {
 	log logr.Logger
+	// verdict, when set, hears the name of a member this one has just
+	// suspected or declared dead (see Group.pushVerdict).
+	verdict func(member string)
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseLine(p)
+	if w.verdict != nil && level == "INFO" {
+		if name, ok := verdictOn(msg); ok {
+			w.verdict(name)
+		}
+	}
 	switch level {
 	case "ERR", "ERROR":
 		// memberlist hands us text, not an error value.
@@ -69,4 +78,24 @@ func parseLine(p []byte) (level, msg string) {
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
 	return level, string(line)
+}
+
+// verdictOn recognises memberlist's lines for this member's own verdicts:
+// "Suspect NAME has failed, no acks received" (a failed probe) and
+// "Marking NAME as failed, suspect timeout reached (...)". memberlist has
+// no callback for either; its log line is the only signal, and if a
+// future version words it differently, the verdicts simply travel at the
+// gossip tick's pace again.
+func verdictOn(msg string) (string, bool) {
+	if rest, ok := strings.CutPrefix(msg, "Suspect "); ok {
+		if name, ok := strings.CutSuffix(rest, " has failed, no acks received"); ok && name != "" {
+			return name, true
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "Marking "); ok {
+		if name, _, ok := strings.Cut(rest, " as failed, suspect timeout reached"); ok && name != "" {
+			return name, true
+		}
+	}
+	return "", false
 }

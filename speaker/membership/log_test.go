@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -150,4 +151,41 @@ func FuzzParseLine(f *testing.F) {
 		_, _ = parseLine(p)
 		_, _ = (&logWriter{log: logr.Discard()}).Write(p)
 	})
+}
+
+func TestVerdictOn(t *testing.T) {
+	for _, tt := range []struct {
+		msg  string
+		want string
+	}{
+		// memberlist v0.7.0's wording (state.go).
+		{"Suspect n1 has failed, no acks received", "n1"},
+		{"Marking node-042 as failed, suspect timeout reached (1 peer confirmations)", "node-042"},
+		{"Marking n3 as failed, suspect timeout reached (0 peer confirmations)", "n3"},
+		{"Suspect  has failed, no acks received", ""},
+		{"Refuting a suspect message (from: n2)", ""},
+		{"Failed UDP ping: n1 (timeout reached)", ""},
+		{"Suspect n1 has failed", ""},
+		{"Marking n1 as left", ""},
+	} {
+		got, ok := verdictOn(tt.msg)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("verdictOn(%q) = %q, %v; want %q", tt.msg, got, ok, tt.want)
+		}
+	}
+	// Through the writer memberlist logs with.
+	var heard []string
+	w := &logWriter{log: logr.Discard(), verdict: func(m string) { heard = append(heard, m) }}
+	for _, line := range []string{
+		"[INFO] memberlist: Suspect n1 has failed, no acks received\n",
+		"[DEBUG] memberlist: Suspect n2 has failed, no acks received\n",
+		"[INFO] memberlist: Marking n3 as failed, suspect timeout reached (1 peer confirmations)\n",
+	} {
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(heard, []string{"n1", "n3"}) {
+		t.Errorf("verdicts heard = %q, want [n1 n3]", heard)
+	}
 }
