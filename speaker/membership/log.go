@@ -32,16 +32,16 @@ func NewStdLogger(logger logr.Logger) *log.Logger {
 // writes. log.Logger calls Write once per Printf, so one Write is one line.
 type logWriter struct {
 	log logr.Logger
-	// verdict, when set, hears the name of a member this one has just
-	// suspected or declared dead (see Group.pushVerdict).
-	verdict func(member string)
+	// suspected, when set, hears the name of a member this one has just
+	// suspected (see Group.pushSuspicion).
+	suspected func(member string)
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseLine(p)
-	if w.verdict != nil && level == "INFO" {
-		if name, ok := verdictOn(msg); ok {
-			w.verdict(name)
+	if w.suspected != nil && level == "INFO" {
+		if name, ok := suspicionOf(msg); ok {
+			w.suspected(name)
 		}
 	}
 	switch level {
@@ -80,20 +80,23 @@ func parseLine(p []byte) (level, msg string) {
 	return level, string(line)
 }
 
-// verdictOn recognises memberlist's lines for this member's own verdicts:
-// "Suspect NAME has failed, no acks received" (a failed probe) and
-// "Marking NAME as failed, suspect timeout reached (...)". memberlist has
-// no callback for either; its log line is the only signal, and if a
-// future version words it differently, the verdicts simply travel at the
-// gossip tick's pace again.
-func verdictOn(msg string) (string, bool) {
+// suspicionOf recognises memberlist's line for this member's own
+// suspicion after a failed probe: "Suspect NAME has failed, no acks
+// received". memberlist has no callback for it; its log line is the only
+// signal, and if a future version words it differently, suspicions simply
+// travel at the gossip tick's pace again.
+//
+// Only suspicions: a death verdict must stay queued until it can be
+// delivered. A member cut off the LAN declares the others dead; pushed at
+// once, those broadcasts would be spent on a wire that drops them, the
+// others would never learn of them and never refute them, and after the
+// cut this member would keep them dead (their incarnation does not grow
+// without a refutation). Suspicions are what the others need quickly
+// anyway: each survivor declares the dead member itself, sooner once
+// another member confirms its suspicion.
+func suspicionOf(msg string) (string, bool) {
 	if rest, ok := strings.CutPrefix(msg, "Suspect "); ok {
 		if name, ok := strings.CutSuffix(rest, " has failed, no acks received"); ok && name != "" {
-			return name, true
-		}
-	}
-	if rest, ok := strings.CutPrefix(msg, "Marking "); ok {
-		if name, _, ok := strings.Cut(rest, " as failed, suspect timeout reached"); ok && name != "" {
 			return name, true
 		}
 	}

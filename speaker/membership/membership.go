@@ -211,7 +211,7 @@ func New(cfg Config) (*Group, error) {
 	// Copy the key: memberlist keeps the slice, and the caller may reuse
 	// or wipe its buffer.
 	mc.SecretKey = slices.Clone(cfg.Key)
-	mc.Logger = log.New(&logWriter{log: g.log.WithName("memberlist"), verdict: g.pushVerdict}, "", 0)
+	mc.Logger = log.New(&logWriter{log: g.log.WithName("memberlist"), suspected: g.pushSuspicion}, "", 0)
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
 	g.meta = newDelegate(cfg.MACs)
@@ -309,17 +309,16 @@ func (g *Group) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// pushVerdict sends this member's suspicion of a member, or its verdict
-// that the member is dead, to the others at once. With gossip every 200 ms
-// (gossipInterval) a suspicion would otherwise wait for a tick or ride on
-// the next ping or ack, and the other members need it: a suspicion that
-// another member confirms times out after 3 probe intervals, one that
-// nobody confirms after 12 (suspicionMult). Measured in the lab, cable
-// pulled: without this, 200 ms gossip made failover 150 ms slower at the
-// median than 50 ms gossip. memberlist logs the verdict just before it
-// queues the broadcast, hence the short wait; a ping carries every queued
-// broadcast.
-func (g *Group) pushVerdict(about string) {
+// pushSuspicion sends this member's suspicion of a member to the others at
+// once. With gossip every 200 ms (gossipInterval) a suspicion would
+// otherwise wait for a tick or ride on the next ping or ack, and the
+// others need it: a suspicion that another member confirms times out after
+// 3 probe intervals, one that nobody confirms after 12 (suspicionMult).
+// Measured in the lab, cable pulled: without this, 200 ms gossip made
+// failover 150 ms slower at the median than 50 ms gossip. memberlist logs
+// the suspicion just before it queues the broadcast, hence the short wait;
+// a ping carries every queued broadcast.
+func (g *Group) pushSuspicion(about string) {
 	go func() {
 		time.Sleep(2 * time.Millisecond)
 		g.lifeMu.Lock()
