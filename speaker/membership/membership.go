@@ -327,10 +327,12 @@ func (g *Group) pushSuspicion(about string) {
 		if down {
 			return
 		}
-		for _, n := range g.ml.Members() {
-			if n.Name == g.name || n.Name == about {
-				continue
-			}
+		// As many as a gossip tick would reach (gossipNodes), at random:
+		// in a large cluster every suspicion pinging every member would
+		// be a storm, and gossip spreads it from there.
+		others := slices.DeleteFunc(g.ml.Members(), func(n *memberlist.Node) bool { return n.Name == g.name || n.Name == about })
+		rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
+		for _, n := range others[:min(len(others), gossipNodes)] {
 			addr := &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
 			go func() { _, _ = g.ml.Ping(n.Name, addr) }()
 		}
