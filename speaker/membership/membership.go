@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -153,6 +154,10 @@ type Group struct {
 	// that has not been merged with a peer's is not worth reporting.
 	rejoining int
 	rejoined  bool
+	// departed: this memberlist has seen a member die or leave. Its
+	// queue may then hold death verdicts the others never got (it was cut
+	// off), which Rejoin must let play out.
+	departed atomic.Bool
 	// addrs remembers the last address of every member ever seen, so that
 	// Rejoin can contact members that joined after startup and are not
 	// in Config.Peers.
@@ -436,6 +441,13 @@ func (g *Group) Rejoin(ctx context.Context) error {
 	failWait := firstFailWait
 	var lastErr error
 	preferred := ""
+	// A group that declared others dead while it was cut off still has
+	// those verdicts queued; the others refute them when they arrive, but
+	// a stale one may reach a third member first, and for a moment views
+	// disagree again after they agreed. Such a group confirms an agreement
+	// once more two gossip ticks later. A fresh group (the speaker starts
+	// one after every isolation) has nothing queued and returns at once.
+	confirm := g.departed.Load()
 	for round := 1; ; round++ {
 		// Start with the peer that answered last time; the views converge
 		// fastest by repeating the exchange with the same member.
@@ -445,7 +457,7 @@ func (g *Group) Rejoin(ctx context.Context) error {
 			order[0], order[i] = order[i], order[0]
 		}
 
-		answered := false
+		answered, confirming := false, false
 		for _, peer := range order {
 			if ctx.Err() != nil {
 				break
@@ -463,11 +475,19 @@ func (g *Group) Rejoin(ctx context.Context) error {
 				lastErr = fmt.Errorf("exchanged state with %s but %s", peer, diff)
 				break
 			}
+			if confirm {
+				confirm, confirming = false, true
+				lastErr = fmt.Errorf("agreed with %s once, not yet confirmed", peer)
+				break
+			}
 			g.log.V(1).Info("Rejoined", "peer", peer, "rounds", round, "members", g.Members())
 			return nil
 		}
 
 		wait := settleWait
+		if confirming {
+			wait = 2 * gossipInterval
+		}
 		if !answered {
 			wait = failWait
 			failWait = min(2*failWait, maxFailWait)
@@ -638,7 +658,10 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 	(*Group)(e).ring()
 }
 
-func (e *events) NotifyLeave(*memberlist.Node) { (*Group)(e).ring() }
+func (e *events) NotifyLeave(*memberlist.Node) {
+	(*Group)(e).departed.Store(true)
+	(*Group)(e).ring()
+}
 
 func (e *events) NotifyUpdate(n *memberlist.Node) {
 	(*Group)(e).remember(n)
