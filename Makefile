@@ -34,9 +34,14 @@ lint:
 	@# The speaker binary must not pull in the controller (workqueue, its metrics).
 	@if $(GO) list -deps ./speaker/cmd/speaker | grep -q 'ironlb/ironlb/controller'; then echo "speaker/cmd/speaker imports the controller package"; exit 1; fi
 
-# Tier 1: pure packages and binaries, with the race detector. Tests that
-# need root, a network namespace or an API server carry their tier's build
-# tag and do not run here.
+# Tier 1: pure tests, with the race detector: no root, no network
+# namespace, no API server, no image build, no real memberlist or socket
+# waited on, no wall-clock sleeps (tests that wait for timers run in
+# testing/synctest bubbles, on a fake clock). Tests that need any of those
+# carry their tier's build tag and do not run here. Nearly all of its cost
+# is compiling and linking 19 race-instrumented test binaries: about
+# 50 CPU-seconds with a warm build cache, so about 25-30 s of wall time
+# on 2 idle cores (see README, Development).
 unit:
 	$(GO) test -race -count=1 ./...
 
@@ -53,8 +58,11 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseAnnouncements$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./speaker -run '^$$' -fuzz '^FuzzDecodeReannounce$$' -fuzztime $(FUZZTIME)
 
-# Tier 2: against a real etcd + kube-apiserver (built once into .cache/,
-# which takes a few minutes on a fresh machine); only the tests tagged
+# Tier 2: real things, slower, no root: a real etcd + kube-apiserver
+# (built once into .cache/, which takes a few minutes on a fresh
+# machine), real memberlist members on loopback (failure detection, leave,
+# partition, 15 s of CPU load without a false death), real sockets, and
+# the long runs of the randomized property tests. Only the tests tagged
 # integration, not the unit tier again.
 integration:
 	bash hack/control-plane.sh build
