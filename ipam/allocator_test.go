@@ -422,9 +422,14 @@ func snapshot(r *rand.Rand, n int) []Assignment {
 	return out
 }
 
-func TestRestoreOrderIndependent(t *testing.T) {
+// TestRestoreOrderIndependent: restoring the same snapshot in any order
+// gives every Service the same addresses and the same errors. A few trials
+// here; TestRestoreOrderIndependentLong (integration tier) runs many.
+func TestRestoreOrderIndependent(t *testing.T) { restoreOrderIndependent(t, 5) }
+
+func restoreOrderIndependent(t *testing.T, trials int) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for trial := range 20 {
+	for trial := range trials {
 		snap := snapshot(r, 300)
 		base := newAlloc(t, pool("p", "10.0.0.0/16"))
 		baseErrs := base.Restore(snap)
@@ -447,10 +452,13 @@ func TestRestoreOrderIndependent(t *testing.T) {
 
 // TestNeverTwice drives random operations and checks after each one that no
 // address is held by two Services that may not share it, and that restored
-// addresses are never handed out again.
-func TestNeverTwice(t *testing.T) {
+// addresses are never handed out again. A few trials here, as every step
+// checks every invariant; TestNeverTwiceLong (integration tier) runs many.
+func TestNeverTwice(t *testing.T) { neverTwice(t, 6) }
+
+func neverTwice(t *testing.T, trials int) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for trial := range 30 {
+	for trial := range trials {
 		p := pool("p", "10.0.0.0/26", "2001:db8::/122")
 		p.AvoidBuggyIPs = trial%2 == 0
 		a := newAlloc(t, p, pool("q", "10.0.1.0/28"))

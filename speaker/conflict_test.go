@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -131,6 +132,10 @@ var (
 // are announced at once; a new one after that only once a probe found it
 // free, and never probed again.
 func TestProbeGuardFreshAddress(t *testing.T) {
+	synctest.Test(t, testProbeGuardFreshAddress)
+}
+
+func testProbeGuardFreshAddress(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
 	if !r.g.gate(ctx, oldIP, nil, false, false) {
@@ -186,6 +191,10 @@ func TestProbeGuardFreshAddress(t *testing.T) {
 
 // TestProbeGuardTakeover: a failover or handover is never probed.
 func TestProbeGuardTakeover(t *testing.T) {
+	synctest.Test(t, testProbeGuardTakeover)
+}
+
+func testProbeGuardTakeover(t *testing.T) {
 	r := newGuardRig(t)
 	r.g.synced(nil, nil)
 	s := &Speaker{opts: Options{NodeName: "n1"}, owners: map[netip.Addr]string{newIP: "n2"}, probes: r.g}
@@ -222,6 +231,10 @@ func TestProbeGuardTakeover(t *testing.T) {
 // conflict visible through conflicts() and the gauge, until a probe finds
 // the address free.
 func TestProbeGuardConflict(t *testing.T) {
+	synctest.Test(t, testProbeGuardConflict)
+}
+
+func testProbeGuardConflict(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
 	r.g.synced(nil, nil)
@@ -275,6 +288,10 @@ func TestProbeGuardConflict(t *testing.T) {
 // TestProbeGuardAbandoned: a probe or conflict for an address this node
 // no longer announces (unassigned, elected elsewhere, isolated) stops.
 func TestProbeGuardAbandoned(t *testing.T) {
+	synctest.Test(t, testProbeGuardAbandoned)
+}
+
+func testProbeGuardAbandoned(t *testing.T) {
 	r := newGuardRig(t)
 	ctx := t.Context()
 	r.g.synced(nil, nil)
@@ -337,6 +354,10 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 // address instead of announcing it as one served before; the Service's
 // other address, and other Services' addresses, are announced at once.
 func TestProbeGuardRestartInConflict(t *testing.T) {
+	synctest.Test(t, testProbeGuardRestartInConflict)
+}
+
+func testProbeGuardRestartInConflict(t *testing.T) {
 	r := newGuardRig(t)
 	svc := func(msg string, status metav1.ConditionStatus, reason string, ips ...string) *corev1.Service {
 		s := &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer}}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -150,6 +151,10 @@ func dupCount(t *testing.T, s *Speaker, ip netip.Addr) float64 {
 // earliest must stand, or a split brain's 2 s reminder waits for a
 // condition's 10 s expiry.
 func TestRetryInKeepsTheEarliest(t *testing.T) {
+	synctest.Test(t, testRetryInKeepsTheEarliest)
+}
+
+func testRetryInKeepsTheEarliest(t *testing.T) {
 	s := &Speaker{kick: make(chan struct{}, 1)}
 	s.retryIn(50 * time.Millisecond)
 	s.retryIn(time.Hour)

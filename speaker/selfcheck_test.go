@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,6 +75,10 @@ func (r *recoverAnnouncer) count() int {
 // tells the owner; one lost answer is not an alarm; addresses this node
 // owns, that just moved, or whose owner is dead are not checked.
 func TestCheckRound(t *testing.T) {
+	synctest.Test(t, testCheckRound)
+}
+
+func testCheckRound(t *testing.T) {
 	ok4, silent, wrong, flaky, mine, fresh, deadOwner := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"),
 		netip.MustParseAddr("198.51.100.3"), netip.MustParseAddr("198.51.100.4"), netip.MustParseAddr("198.51.100.5"),
 		netip.MustParseAddr("198.51.100.6"), netip.MustParseAddr("198.51.100.7")
@@ -168,6 +173,7 @@ func TestCheckRound(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	if n := ra.count(); n != 1 {
 		t.Errorf("Recover called %d times, want once", n)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -17,7 +18,9 @@ import (
 )
 
 // fakeConn is an in-memory net.PacketConn: the test pushes inbound frames
-// with deliver and reads what the responder sent with sent.
+// with deliver and reads what the responder sent with sent. Having no
+// socket, it lets a test run in a synctest bubble, where the responders'
+// timers run on the bubble's clock: tests that wait for timers do that.
 type fakeConn struct {
 	in     chan []byte
 	closed chan struct{}
@@ -312,6 +315,10 @@ func TestAnnouncerAllowList(t *testing.T) {
 }
 
 func TestAnnouncerGratuitousBurst(t *testing.T) {
+	synctest.Test(t, testAnnouncerGratuitousBurst)
+}
+
+func testAnnouncerGratuitousBurst(t *testing.T) {
 	schedule := []time.Duration{0, 20 * time.Millisecond, 40 * time.Millisecond}
 	a, fn := newTestAnnouncer(t, schedule, "eth0")
 	eth0 := fn.iface("eth0")
@@ -353,12 +360,17 @@ func TestAnnouncerGratuitousBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(60 * time.Millisecond)
+	synctest.Wait()
 	if n := len(eth0.arp.sent()); n != 6 {
 		t.Errorf("re-setting an unchanged set sent %d more ARP frames", n-6)
 	}
 }
 
 func TestAnnouncerLossCancelsBurst(t *testing.T) {
+	synctest.Test(t, testAnnouncerLossCancelsBurst)
+}
+
+func testAnnouncerLossCancelsBurst(t *testing.T) {
 	a, fn := newTestAnnouncer(t, []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond}, "eth0")
 	eth0 := fn.iface("eth0")
 	if err := a.SetOwned(map[netip.Addr][]string{vip4: nil, vip6: nil}); err != nil {
@@ -369,6 +381,7 @@ func TestAnnouncerLossCancelsBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
+	synctest.Wait()
 	if n, m := len(eth0.arp.sent()), len(eth0.ndp.sent()); n != 2 || m != 1 {
 		t.Errorf("after loss: %d ARP and %d NDP frames in total, want 2 and 1", n, m)
 	}
@@ -476,6 +489,10 @@ func TestAnnouncerSetInterfaces(t *testing.T) {
 }
 
 func TestAnnouncerSkipsUnannounceable(t *testing.T) {
+	synctest.Test(t, testAnnouncerSkipsUnannounceable)
+}
+
+func testAnnouncerSkipsUnannounceable(t *testing.T) {
 	a, fn := newTestAnnouncer(t, []time.Duration{0}, "eth0")
 	owned := map[netip.Addr][]string{
 		{}:                               nil,
@@ -493,6 +510,7 @@ func TestAnnouncerSkipsUnannounceable(t *testing.T) {
 		t.Errorf("announced %s, want %s", got, vip4)
 	}
 	time.Sleep(20 * time.Millisecond)
+	synctest.Wait()
 	if n := len(eth0.arp.sent()) + len(eth0.ndp.sent()); n != 2 {
 		t.Errorf("%d frames sent, want only the two for %s", n, vip4)
 	}
@@ -587,6 +605,10 @@ func TestAnnouncerConcurrent(t *testing.T) {
 }
 
 func TestAnnouncerRefresh(t *testing.T) {
+	synctest.Test(t, testAnnouncerRefresh)
+}
+
+func testAnnouncerRefresh(t *testing.T) {
 	fn := &fakeNet{}
 	const refresh = 150 * time.Millisecond
 	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: refresh})
@@ -634,6 +656,7 @@ func TestAnnouncerRefresh(t *testing.T) {
 	}
 	arpAfter, ndpAfter := len(eth0.arp.sent()), len(eth0.ndp.sent())
 	time.Sleep(3 * refresh)
+	synctest.Wait()
 	if n := len(eth0.arp.sent()); n != arpAfter {
 		t.Errorf("%d ARP frames for a lost address", n-arpAfter)
 	}
@@ -643,6 +666,10 @@ func TestAnnouncerRefresh(t *testing.T) {
 }
 
 func TestAnnouncerRefreshOff(t *testing.T) {
+	synctest.Test(t, testAnnouncerRefreshOff)
+}
+
+func testAnnouncerRefreshOff(t *testing.T) {
 	fn := &fakeNet{}
 	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: -1})
 	t.Cleanup(func() { a.Close() })
@@ -655,6 +682,7 @@ func TestAnnouncerRefreshOff(t *testing.T) {
 	eth0 := fn.iface("eth0")
 	waitFor(t, "the burst", func() bool { return len(eth0.arp.sent()) == 2 })
 	time.Sleep(300 * time.Millisecond)
+	synctest.Wait()
 	if n := len(eth0.arp.sent()); n != 2 {
 		t.Errorf("%d frames with refresh off, want the burst's 2", n)
 	}
@@ -664,6 +692,10 @@ func TestAnnouncerRefreshOff(t *testing.T) {
 // address when the default is off, off for one when it is on, and a change
 // applies to addresses already owned.
 func TestAnnouncerRefreshPerAddress(t *testing.T) {
+	synctest.Test(t, testAnnouncerRefreshPerAddress)
+}
+
+func testAnnouncerRefreshPerAddress(t *testing.T) {
 	fn := &fakeNet{}
 	a := New(t.Context(), Options{Schedule: []time.Duration{0}, Dial: fn.dial, Refresh: -1})
 	t.Cleanup(func() { a.Close() })
@@ -684,8 +716,10 @@ func TestAnnouncerRefreshPerAddress(t *testing.T) {
 	// Off again for vip4 (a pool's refresh-interval 0).
 	a.SetRefresh(map[netip.Addr]time.Duration{vip4: 0})
 	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	n := len(eth0.arp.sent())
 	time.Sleep(300 * time.Millisecond)
+	synctest.Wait()
 	if m := len(eth0.arp.sent()); m != n {
 		t.Errorf("%d ARP refreshes after vip4's refresh was turned off", m-n)
 	}

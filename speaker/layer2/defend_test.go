@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -53,6 +54,10 @@ func waitSent(t *testing.T, c *fakeConn, n int) [][]byte {
 }
 
 func TestDefendARP(t *testing.T) {
+	synctest.Test(t, testDefendARP)
+}
+
+func testDefendARP(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	a, eth0, log := newDefendingAnnouncer(t, interval)
 	mac := eth0.ifi.HardwareAddr
@@ -91,6 +96,7 @@ func TestDefendARP(t *testing.T) {
 		t.Errorf("trailing defence (-want +got):\n%s", diff)
 	}
 	time.Sleep(2 * interval)
+	synctest.Wait()
 	if n := len(eth0.arp.sent()); n != 4 {
 		t.Errorf("%d frames sent after the claims stopped, want 4 (two defences)", n)
 	}
@@ -133,6 +139,10 @@ func TestDefendNDP(t *testing.T) {
 // A claim on an address this node does not announce is none of its
 // business: nothing is reported, nothing sent.
 func TestDefendOnlyOwned(t *testing.T) {
+	synctest.Test(t, testDefendOnlyOwned)
+}
+
+func testDefendOnlyOwned(t *testing.T) {
 	a, eth0, log := newDefendingAnnouncer(t, 50*time.Millisecond)
 	if got := exchange(t, eth0.arp, gratuitousARP(peerMAC, other4)[0]); len(got) != 0 {
 		t.Errorf("claim on an unowned address: sent %d frames", len(got))
@@ -150,6 +160,7 @@ func TestDefendOnlyOwned(t *testing.T) {
 	}
 	n := len(eth0.arp.sent())
 	time.Sleep(150 * time.Millisecond)
+	synctest.Wait()
 	if got := len(eth0.arp.sent()); got != n {
 		t.Errorf("%d frames sent for an address lost before the trailing defence", got-n)
 	}
@@ -196,6 +207,10 @@ func TestDefendIgnoresSiblings(t *testing.T) {
 // reported, never answered nor defended. Reannounce sends one round for an
 // owned address only.
 func TestWatchedAndReannounce(t *testing.T) {
+	synctest.Test(t, testWatchedAndReannounce)
+}
+
+func testWatchedAndReannounce(t *testing.T) {
 	log := make(conflictLog, 16)
 	fn := &fakeNet{}
 	a := New(t.Context(), Options{Schedule: []time.Duration{}, Dial: fn.dial, DefendInterval: 10 * time.Millisecond,
@@ -223,6 +238,7 @@ func TestWatchedAndReannounce(t *testing.T) {
 		t.Errorf("request for a watched address answered with %d frames", len(got))
 	}
 	time.Sleep(30 * time.Millisecond) // past any trailing defence
+	synctest.Wait()
 	a.Reannounce(vip4)
 	if n := len(eth0.arp.sent()); n != 0 {
 		t.Errorf("%d frames sent for an address that is only watched", n)
@@ -251,6 +267,10 @@ func TestWatchedAndReannounce(t *testing.T) {
 // decides, and fighting a speaker that is taking an address over would
 // flap the LAN.
 func TestDefendLeavesPeersAlone(t *testing.T) {
+	synctest.Test(t, testDefendLeavesPeersAlone)
+}
+
+func testDefendLeavesPeersAlone(t *testing.T) {
 	log := make(conflictLog, 16)
 	fn := &fakeNet{}
 	peer := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x42}
@@ -273,6 +293,7 @@ func TestDefendLeavesPeersAlone(t *testing.T) {
 		t.Errorf("conflict (-want +got):\n%s", diff)
 	}
 	time.Sleep(30 * time.Millisecond) // no trailing defence either
+	synctest.Wait()
 	if n := len(eth0.arp.sent()); n != 0 {
 		t.Errorf("%d frames sent after a peer's claim", n)
 	}

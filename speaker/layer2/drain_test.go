@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -57,6 +58,10 @@ func answersFrom(frames [][]byte, mac net.HardwareAddr) int {
 // defence or re-announcement. The claim is still reported, which is how
 // the speaker learns the handover is done; other addresses are unaffected.
 func TestDrainEndsWhenNewOwnerHeardARP(t *testing.T) {
+	synctest.Test(t, testDrainEndsWhenNewOwnerHeardARP)
+}
+
+func testDrainEndsWhenNewOwnerHeardARP(t *testing.T) {
 	a, fn, log := newDrainingAnnouncer(t, "eth0")
 	eth0 := fn.iface("eth0")
 	mac := eth0.ifi.HardwareAddr
@@ -96,6 +101,7 @@ func TestDrainEndsWhenNewOwnerHeardARP(t *testing.T) {
 	// Nothing goes out for it any more, whatever asks.
 	a.Reannounce(vip4)
 	time.Sleep(30 * time.Millisecond) // past any trailing defence
+	synctest.Wait()
 	if got := eth0.arp.sent()[sentBefore:]; len(got) != 0 {
 		t.Errorf("frames sent for the handed-over address: %v", summarize(got, summarizeARP))
 	}
@@ -123,6 +129,10 @@ func TestDrainEndsWhenNewOwnerHeardARP(t *testing.T) {
 // unsolicited NA ends the drain; multicast and unicast solicitations that
 // follow are not answered.
 func TestDrainEndsWhenNewOwnerHeardNDP(t *testing.T) {
+	synctest.Test(t, testDrainEndsWhenNewOwnerHeardNDP)
+}
+
+func testDrainEndsWhenNewOwnerHeardNDP(t *testing.T) {
 	a, fn, log := newDrainingAnnouncer(t, "eth0")
 	eth0 := fn.iface("eth0")
 	mac := eth0.ifi.HardwareAddr
@@ -145,6 +155,7 @@ func TestDrainEndsWhenNewOwnerHeardNDP(t *testing.T) {
 	}
 	a.Reannounce(vip6)
 	time.Sleep(30 * time.Millisecond)
+	synctest.Wait()
 	if got := eth0.ndp.sent(); len(got) != 1 {
 		t.Errorf("NDP frames sent: %v, want only the one NA before the handover", summarize(got, summarizeNA))
 	}
@@ -234,6 +245,10 @@ func TestDrainEndsOnEveryInterface(t *testing.T) {
 // later gained anew is answered as any gained address; a drain to other
 // MACs starts unheard.
 func TestDrainLifecycle(t *testing.T) {
+	synctest.Test(t, testDrainLifecycle)
+}
+
+func testDrainLifecycle(t *testing.T) {
 	fn := &fakeNet{}
 	// Claims by speakers are never defended, so that only replies and
 	// announcements go out.
@@ -290,6 +305,7 @@ func TestDrainLifecycle(t *testing.T) {
 		t.Errorf("drain to other MACs: %v, want one reply", summarize(got, summarizeARP))
 	}
 	time.Sleep(30 * time.Millisecond) // an announcement would have gone out
+	synctest.Wait()
 	if got := eth0.arp.sent()[before:]; len(got) != 1 {
 		t.Errorf("drain to other MACs: sent %v, want only the reply", summarize(got, summarizeARP))
 	}
@@ -323,6 +339,10 @@ func TestDrainLifecycle(t *testing.T) {
 // burst (a failback soon after a failover) sends none of the rounds that
 // are left; a late gratuitous ARP from here would move clients back.
 func TestDrainStopsBurst(t *testing.T) {
+	synctest.Test(t, testDrainStopsBurst)
+}
+
+func testDrainStopsBurst(t *testing.T) {
 	fn := &fakeNet{}
 	a := startTestAnnouncer(t, Options{Schedule: []time.Duration{0, 300 * time.Millisecond, 600 * time.Millisecond}, Dial: fn.dial,
 		Peer: func(m net.HardwareAddr) bool { return m.String() == newOwnerMAC.String() }}, fn, "eth0")
@@ -336,6 +356,7 @@ func TestDrainStopsBurst(t *testing.T) {
 	exchange(t, eth0.arp, []byte{0})
 	n := len(eth0.arp.sent())
 	time.Sleep(800 * time.Millisecond) // past the last round
+	synctest.Wait()
 	if got := eth0.arp.sent()[n:]; len(got) != 0 {
 		t.Errorf("burst went on after the handover: %v", summarize(got, summarizeARP))
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -135,6 +136,10 @@ func sentCount(t *testing.T, c *fakeConn, n int) [][]byte {
 }
 
 func TestCheckIPv4(t *testing.T) {
+	synctest.Test(t, testCheckIPv4)
+}
+
+func testCheckIPv4(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{CheckTimeout: 300 * time.Millisecond}, "eth0", "eth1")
 	eth0, eth1 := fn.iface("eth0"), fn.iface("eth1")
 	res := runCheck(t.Context(), a, vip4, "eth0")
@@ -179,6 +184,10 @@ func TestCheckIPv4(t *testing.T) {
 }
 
 func TestCheckIPv6(t *testing.T) {
+	synctest.Test(t, testCheckIPv6)
+}
+
+func testCheckIPv6(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{CheckTimeout: 300 * time.Millisecond}, "eth0", "eth1")
 	eth0, eth1 := fn.iface("eth0"), fn.iface("eth1")
 	res := runCheck(t.Context(), a, vip6, "eth0")
@@ -208,6 +217,10 @@ func TestCheckIPv6(t *testing.T) {
 }
 
 func TestCheckRefuses(t *testing.T) {
+	synctest.Test(t, testCheckRefuses)
+}
+
+func testCheckRefuses(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{}, "eth0")
 	if _, err := a.Check(t.Context(), vip4, "eth9"); !errors.Is(err, ErrNotManaged) {
 		t.Errorf("Check on an unmanaged interface: %v, want ErrNotManaged", err)
@@ -228,6 +241,10 @@ func TestCheckRefuses(t *testing.T) {
 // check right after the first cannot get a token before its deadline and
 // sends nothing.
 func TestCheckRateBound(t *testing.T) {
+	synctest.Test(t, testCheckRateBound)
+}
+
+func testCheckRateBound(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{ProbeRate: 1, CheckTimeout: 10 * time.Millisecond}, "eth0")
 	if _, err := a.Check(t.Context(), vip4, "eth0"); err != nil {
 		t.Fatal(err)
@@ -275,6 +292,10 @@ func runProbe(ctx context.Context, a *Announcer, ip netip.Addr, ifaces []string)
 }
 
 func TestProbeIPv4(t *testing.T) {
+	synctest.Test(t, testProbeIPv4)
+}
+
+func testProbeIPv4(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{Peer: func(m net.HardwareAddr) bool { return m.String() == thirdMAC.String() }}, "eth0", "eth1")
 	eth0, eth1 := fn.iface("eth0"), fn.iface("eth1")
 
@@ -325,6 +346,10 @@ func TestProbeIPv4(t *testing.T) {
 }
 
 func TestProbeIPv6(t *testing.T) {
+	synctest.Test(t, testProbeIPv6)
+}
+
+func testProbeIPv6(t *testing.T) {
 	a, fn := newCheckAnnouncer(t, Options{}, "eth0")
 	eth0 := fn.iface("eth0")
 	res := runProbe(t.Context(), a, vip6, nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -151,6 +152,10 @@ func config(c *calls, reconnect func() error) Config {
 }
 
 func TestCablePullAndReturn(t *testing.T) {
+	synctest.Test(t, testCablePullAndReturn)
+}
+
+func testCablePullAndReturn(t *testing.T) {
 	src := newFakeSource(eth0(true), cni0())
 	c := newCalls()
 	startWatcher(t, src, config(c, nil))
@@ -178,6 +183,10 @@ func TestCablePullAndReturn(t *testing.T) {
 }
 
 func TestReconnectIsRetriedUntilItWorks(t *testing.T) {
+	synctest.Test(t, testReconnectIsRetriedUntilItWorks)
+}
+
+func testReconnectIsRetriedUntilItWorks(t *testing.T) {
 	src := newFakeSource(eth0(true))
 	c := newCalls()
 	var mu sync.Mutex
@@ -204,6 +213,10 @@ func TestReconnectIsRetriedUntilItWorks(t *testing.T) {
 }
 
 func TestBrokenSubscriptionIsRenewed(t *testing.T) {
+	synctest.Test(t, testBrokenSubscriptionIsRenewed)
+}
+
+func testBrokenSubscriptionIsRenewed(t *testing.T) {
 	src := newFakeSource(eth0(true))
 	c := newCalls()
 	startWatcher(t, src, config(c, nil))
@@ -220,6 +233,10 @@ func TestBrokenSubscriptionIsRenewed(t *testing.T) {
 }
 
 func TestFailedSnapshotIsRetried(t *testing.T) {
+	synctest.Test(t, testFailedSnapshotIsRetried)
+}
+
+func testFailedSnapshotIsRetried(t *testing.T) {
 	src := newFakeSource(eth0(true))
 	src.listErr = errors.New("netlink: dump interrupted")
 	c := newCalls()
@@ -235,6 +252,10 @@ func TestFailedSnapshotIsRetried(t *testing.T) {
 }
 
 func TestResyncWithoutNotifications(t *testing.T) {
+	synctest.Test(t, testResyncWithoutNotifications)
+}
+
+func testResyncWithoutNotifications(t *testing.T) {
 	src := newFakeSource(eth0(true))
 	c := newCalls()
 	cfg := config(c, nil)

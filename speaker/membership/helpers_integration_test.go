@@ -1,3 +1,5 @@
+//go:build integration
+
 package membership
 
 import (
@@ -17,15 +19,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/memberlist"
 )
-
-// testKey returns a valid key; different seeds give different keys.
-func testKey(seed byte) []byte {
-	k := make([]byte, KeySize)
-	for i := range k {
-		k[i] = seed + byte(i)
-	}
-	return k
-}
 
 // cutTransport is memberlist's NetTransport on 127.0.0.1 with a switch that
 // cuts the member off: while cut, every packet and stream in either
