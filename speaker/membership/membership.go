@@ -326,10 +326,7 @@ func (g *Group) Leave(timeout time.Duration) error {
 func (g *Group) pushSuspicion(about string) {
 	go func() {
 		time.Sleep(2 * time.Millisecond)
-		g.lifeMu.Lock()
-		down := g.shutdown
-		g.lifeMu.Unlock()
-		if down {
+		if g.isShutdown() {
 			return
 		}
 		// As many as a gossip tick would reach (gossipNodes), at random:
@@ -337,11 +334,17 @@ func (g *Group) pushSuspicion(about string) {
 		// be a storm, and gossip spreads it from there.
 		others := slices.DeleteFunc(g.ml.Members(), func(n *memberlist.Node) bool { return n.Name == g.name || n.Name == about })
 		rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
-		for _, n := range others[:min(len(others), gossipNodes)] {
-			addr := &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
-			go func() { _, _ = g.ml.Ping(n.Name, addr) }()
-		}
+		g.ping(others[:min(len(others), gossipNodes)])
 	}()
+}
+
+// ping sends each node a ping and does not wait for the acks: what counts
+// is that a ping carries every broadcast queued at that moment.
+func (g *Group) ping(nodes []*memberlist.Node) {
+	for _, n := range nodes {
+		addr := &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
+		go func() { _, _ = g.ml.Ping(n.Name, addr) }()
+	}
 }
 
 // pushLeave sends the leave out at once. memberlist queues it as a
@@ -366,10 +369,7 @@ func (g *Group) pushLeave() {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for _, n := range others {
-		addr := &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
-		go func() { _, _ = g.ml.Ping(n.Name, addr) }()
-	}
+	g.ping(others)
 }
 
 // Shutdown stops gossiping and listening and waits for OnChange to return
