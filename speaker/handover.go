@@ -49,7 +49,7 @@ type drain struct {
 // owner this node drained for) are part of the handover and not a
 // duplicate announcer, until until.
 type handover struct {
-	from  string // empty: any speaker this node sees alive
+	from  string
 	until time.Time
 }
 
@@ -121,8 +121,7 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 		// business: this node already knows it is not the owner.
 		return true
 	}
-	if h, ok := s.handovers[ip]; ok && now.Before(h.until) &&
-		(h.from == other || h.from == "" && slices.Contains(s.members, other)) {
+	if h, ok := s.handovers[ip]; ok && h.from == other && now.Before(h.until) {
 		return true
 	}
 	return false
@@ -173,23 +172,4 @@ func sameDrainTargets(a, b map[netip.Addr][]net.HardwareAddr) bool {
 type foreignClaim struct {
 	mac string
 	at  time.Time
-}
-
-// expectHandovers is called by the sync loop, with s.mu held, with the
-// addresses this node announces as their owner from now on. One it did not
-// announce after the previous sync, with no handover on record, came back
-// after a cut, a restart or a split: this node cannot tell which speaker
-// announced it meanwhile, and that speaker drains or finishes its own
-// announcement burst now. Claims by any live speaker are then part of the
-// handover for as long as a drain may last, not a duplicate announcer
-// (no Warning Event for an ordinary failback).
-func (s *Speaker) expectHandovers(mine map[netip.Addr][]string, now time.Time) {
-	for ip := range mine {
-		if _, was := s.announcing[ip]; was {
-			continue
-		}
-		if _, ok := s.handovers[ip]; !ok {
-			s.handovers[ip] = handover{until: now.Add(s.drainBound() + time.Second)}
-		}
-	}
 }

@@ -448,7 +448,6 @@ func (s *Speaker) sync(ctx context.Context) {
 		}
 	}
 	s.mu.Lock()
-	s.expectHandovers(mine, now)
 	s.announcing = announce
 	for ip := range s.checkable {
 		if _, ok := owners[ip]; !ok {
