@@ -35,6 +35,9 @@ type logWriter struct {
 	// suspected, when set, hears the name of a member this one has just
 	// suspected (see Group.pushSuspicion).
 	suspected func(member string)
+	// refuted, when set, hears that this member refuted a suspicion or a
+	// death verdict about itself (see Group.pushRefutation).
+	refuted func()
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -43,6 +46,12 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		if name, ok := suspicionOf(msg); ok {
 			w.suspected(name)
 		}
+	}
+	if w.refuted != nil && strings.HasPrefix(msg, "Refuting a ") {
+		// "Refuting a suspect message (from: X)", "Refuting a dead
+		// message (from: X)": this member was accused and has queued its
+		// answer.
+		w.refuted()
 	}
 	switch level {
 	case "ERR", "ERROR":

@@ -188,4 +188,18 @@ func TestSuspicionOf(t *testing.T) {
 	if !slices.Equal(heard, []string{"n1"}) {
 		t.Errorf("suspicions heard = %q, want [n1]", heard)
 	}
+	refutations := 0
+	w = &logWriter{log: logr.Discard(), refuted: func() { refutations++ }}
+	for _, line := range []string{
+		"[WARN] memberlist: Refuting a suspect message (from: n2)\n",
+		"[WARN] memberlist: Refuting a dead message (from: n1)\n",
+		"[INFO] memberlist: Suspect n1 has failed, no acks received\n",
+	} {
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refutations != 2 {
+		t.Errorf("refutations heard = %d, want 2", refutations)
+	}
 }

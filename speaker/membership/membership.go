@@ -216,7 +216,7 @@ func New(cfg Config) (*Group, error) {
 	// Copy the key: memberlist keeps the slice, and the caller may reuse
 	// or wipe its buffer.
 	mc.SecretKey = slices.Clone(cfg.Key)
-	mc.Logger = log.New(&logWriter{log: g.log.WithName("memberlist"), suspected: g.pushSuspicion}, "", 0)
+	mc.Logger = log.New(&logWriter{log: g.log.WithName("memberlist"), suspected: g.pushSuspicion, refuted: g.pushRefutation}, "", 0)
 	mc.Events = (*events)(g)
 	mc.Merge = (*merges)(g)
 	g.meta = newDelegate(cfg.MACs)
@@ -336,6 +336,16 @@ func (g *Group) pushSuspicion(about string) {
 		rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
 		g.ping(others[:min(len(others), gossipNodes)])
 	}()
+}
+
+// pushRefutation sends this member's refutation of a suspicion about
+// itself at once, for the same reason as pushSuspicion: accusations that
+// travel at once while the answers wait for a 200 ms gossip tick turn a
+// member that was only slow (a loaded node) into a dead one. The lab
+// showed it: with suspicions pushed and refutations not, a loaded node
+// was declared dead and its address moved.
+func (g *Group) pushRefutation() {
+	g.pushSuspicion("")
 }
 
 // ping sends each node a ping and does not wait for the acks: what counts
