@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -88,12 +90,7 @@ func limit(msg string) string {
 
 // allocatedCondition returns svc's ConditionAllocated, if any.
 func allocatedCondition(svc *corev1.Service) *metav1.Condition {
-	for i := range svc.Status.Conditions {
-		if svc.Status.Conditions[i].Type == api.ConditionAllocated {
-			return &svc.Status.Conditions[i]
-		}
-	}
-	return nil
+	return meta.FindStatusCondition(svc.Status.Conditions, api.ConditionAllocated)
 }
 
 // says reports whether cur already says f: the same refusal, which a

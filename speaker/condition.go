@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,12 +129,7 @@ func announceCondition(self string, svc *corev1.Service, owners map[netip.Addr]s
 
 // currentCondition returns svc's ConditionAnnounced, if any.
 func currentCondition(svc *corev1.Service) *metav1.Condition {
-	for i := range svc.Status.Conditions {
-		if svc.Status.Conditions[i].Type == api.ConditionAnnounced {
-			return &svc.Status.Conditions[i]
-		}
-	}
-	return nil
+	return meta.FindStatusCondition(svc.Status.Conditions, api.ConditionAnnounced)
 }
 
 func sameCondition(cur *metav1.Condition, want *condition) bool {
