@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/ironlb/ironlb/speaker/election"
 )
 
 // A handover moves an address between two live speakers: the owner
@@ -125,6 +127,40 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 		return true
 	}
 	return false
+}
+
+// returnHandover is the returning owner's side of a handover, for the
+// sync loop with s.mu held: this node came back (Speaker.back) less than
+// a drain bound ago and announces a, and its own records cannot say who
+// had a meanwhile: it has none (it started) or they name itself (it was
+// isolated, and kept its view from before). The speaker the others
+// elected while it was away, the owner among the live candidates but this
+// node, may be draining a towards it; that speaker's claims are part of
+// the handover for as long as the drain can last, not a duplicate
+// announcer. Without this, every failback and every restart of an owner
+// raised a DuplicateAnnouncer Warning and split-brain reminders against a
+// speaker doing exactly what it should.
+//
+// Only that one speaker is expected, only for an address there was when
+// this node came back, and only within a drain bound of the return: a
+// real duplicate by any other speaker, or on an address assigned later,
+// is still reported.
+func (s *Speaker) returnHandover(a election.Address, nodes map[string]election.Node, members []string, now time.Time) {
+	if _, was := s.announcing[a.IP]; was {
+		return
+	}
+	if _, ok := s.handovers[a.IP]; ok {
+		return
+	}
+	if prev, had := s.owners[a.IP]; had && prev != s.opts.NodeName {
+		// The sync's owner loop knows who had it (a live one drains; a
+		// dead one is a failover).
+		return
+	}
+	others := slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == s.opts.NodeName })
+	if prev := election.Owner(a.IP, election.Candidates(a, nodes, others)); prev != "" {
+		s.handovers[a.IP] = handover{from: prev, until: now.Add(s.drainBound() + time.Second)}
+	}
 }
 
 // drainer is what an Announcer offers to end a drain on the packet path:

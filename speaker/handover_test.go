@@ -9,6 +9,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ironlb/ironlb/speaker/election"
 )
 
 // TestDrainLifecycle: the node that hands an address to a live speaker
@@ -256,6 +258,77 @@ func TestDrainHeardBeforeItStarts(t *testing.T) {
 			}
 			if evs := events(rec); len(evs) != 0 {
 				t.Errorf("Events for the new owner's later announcement: %q", evs)
+			}
+		})
+	}
+}
+
+// TestReturnHandover: an owner that comes back (a start, the end of an
+// isolation) expects claims on its addresses by the speaker the others
+// elected meanwhile, which drains them; by no other speaker, and not when
+// its own records say who had the address.
+func TestReturnHandover(t *testing.T) {
+	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
+	macOf := map[string]net.HardwareAddr{}
+	for m, n := range macs {
+		macOf[n], _ = net.ParseMAC(m)
+	}
+	all := []string{"n1", "n2", "n3"}
+	nodes := map[string]election.Node{}
+	for _, n := range all {
+		nodes[n] = election.Node{Name: n, Ready: true}
+	}
+	ip := netip.MustParseAddr("198.51.100.100")
+	a := election.Address{IP: ip}
+	runnerUp := election.Owner(ip, []string{"n2", "n3"})
+	bystander := map[string]string{"n2": "n3", "n3": "n2"}[runnerUp]
+	now := time.Now()
+
+	for _, tc := range []struct {
+		name       string
+		owners     map[netip.Addr]string // this node's record before the return
+		announcing bool
+		local      []string // nodes hosting the endpoint of a Local Service on ip; nil: Cluster
+		want       string   // the speaker whose claims are expected
+	}{
+		{name: "restart: no record", want: runnerUp},
+		{name: "end of an isolation: the record names this node", owners: map[netip.Addr]string{ip: "n1"}, want: runnerUp},
+		{name: "the record names the previous owner (the owner loop handles it)", owners: map[netip.Addr]string{ip: runnerUp}},
+		{name: "already announcing", announcing: true},
+		{name: "Local: only the node with the endpoint could have had it", local: []string{"n1", bystander}, want: bystander},
+		{name: "Local: nobody else could have had it", local: []string{"n1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, rec := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()))
+			s.members = all
+			s.owners = tc.owners
+			s.announcing = map[netip.Addr][]string{}
+			if tc.announcing {
+				s.announcing[ip] = nil
+			}
+			a := a
+			if tc.local != nil {
+				a.Services = []election.Service{{Local: true, EndpointNodes: tc.local}}
+			}
+			s.returnHandover(a, nodes, all, now)
+			h, ok := s.handovers[ip]
+			if got := h.from; got != tc.want || ok != (tc.want != "") {
+				t.Fatalf("expected claims by %q (recorded %v), want %q", got, ok, tc.want)
+			}
+			if tc.want == "" {
+				return
+			}
+			if d := h.until.Sub(now); d != s.drainBound()+time.Second {
+				t.Errorf("expected for %v, want the drain bound and a second, %v", d, s.drainBound()+time.Second)
+			}
+			s.DuplicateAnnouncer(context.Background(), ip, macOf[tc.want])
+			if evs, n := events(rec), dupCount(t, s, ip); len(evs) != 0 || n != 0 || len(s.splits) != 0 {
+				t.Errorf("the draining speaker's claim: Events %q, %v counted, splits %v; want none", evs, n, s.splits)
+			}
+			other := map[string]string{"n2": "n3", "n3": "n2"}[tc.want]
+			s.DuplicateAnnouncer(context.Background(), ip, macOf[other])
+			if evs, n := events(rec), dupCount(t, s, ip); len(evs) != 1 || n != 1 {
+				t.Errorf("a claim by %s, which had no reason to announce: Events %q, %v counted; want one of each", other, evs, n)
 			}
 		})
 	}

@@ -512,3 +512,106 @@ func TestHandoverDrainsToNewOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestFailbackDrainIsExpected: an owner cut off from the others comes
+// back and takes its addresses again, while the node that had them
+// meanwhile drains them. The returning owner hears that node's answers:
+// part of the handover, not a duplicate announcer (no count, no Event, no
+// split-brain reminders). The same node's claims on an address assigned
+// after the return still are one.
+func TestFailbackDrainIsExpected(t *testing.T) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	a, b := "a-"+suffix, "b-"+suffix
+	node(t, a, true, nil)
+	node(t, b, true, nil)
+	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
+	class := "speaker.ironlb.io/" + suffix
+	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.119]}\n",
+		func(_ string, o *Options) {
+			o.LocalServingWait = time.Hour // the return window outlasts the test
+			o.MACOwner = func(m net.HardwareAddr) string {
+				for n, nm := range macs {
+					if nm.String() == m.String() {
+						return n
+					}
+				}
+				return ""
+			}
+			o.MACsOf = func(n string) []net.HardwareAddr { return []net.HardwareAddr{macs[n]} }
+		}, a, b)
+	ns := env.Namespace(t)
+	var bs, later []netip.Addr // b's addresses now, and one for after b's return
+	for i := range 20 {
+		ip := netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 100+i))
+		if election.Owner(ip, []string{a, b}) != b {
+			continue
+		}
+		if len(bs) < 3 {
+			bs = append(bs, ip)
+			lbService(t, ns, fmt.Sprint("s", i), class, ip.String(), false)
+		} else if len(later) == 0 {
+			later = append(later, ip)
+		}
+	}
+	if len(bs) < 3 || len(later) == 0 {
+		t.Fatalf("b owns too few addresses of the pool: %v, %v", bs, later)
+	}
+	c.waitOwners("b to announce its addresses", func(o map[netip.Addr][]string) bool {
+		for _, ip := range bs {
+			if !slices.Equal(o[ip], []string{b}) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// b is cut off: it announces nothing, a takes everything over.
+	c.speakers[b].SetIsolated(true)
+	c.speakers[b].MembersChanged([]string{b})
+	c.speakers[a].MembersChanged([]string{a})
+	c.waitOwners("a to take b's addresses over", func(o map[netip.Addr][]string) bool {
+		for _, ip := range bs {
+			if !slices.Equal(o[ip], []string{a}) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// b comes back, as the speaker's link watcher brings it back: the
+	// merged view first, then the end of the isolation.
+	c.speakers[b].MembersChanged([]string{a, b})
+	c.speakers[b].SetIsolated(false)
+	c.speakers[a].MembersChanged([]string{a, b})
+	c.waitOwners("b to announce its addresses again while a drains them", func(o map[netip.Addr][]string) bool {
+		for _, ip := range bs {
+			if !slices.Contains(o[ip], b) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ip := range bs {
+		c.speakers[b].DuplicateAnnouncer(context.Background(), ip, macs[a])
+		if n := dupCount(t, c.speakers[b], ip); n != 0 {
+			t.Errorf("b counted a's drain answers on %s as a duplicate announcer (%v)", ip, n)
+		}
+	}
+	c.speakers[b].mu.Lock()
+	splits := maps.Clone(c.speakers[b].splits)
+	c.speakers[b].mu.Unlock()
+	if len(splits) != 0 {
+		t.Errorf("b keeps reminding a, which only drained: %v", splits)
+	}
+
+	// An address assigned after the return was never a's: a claim by a
+	// on it is a duplicate announcer.
+	lbService(t, ns, "later", class, later[0].String(), false)
+	c.waitOwners("b to announce the new address", func(o map[netip.Addr][]string) bool {
+		return slices.Equal(o[later[0]], []string{b})
+	})
+	c.speakers[b].DuplicateAnnouncer(context.Background(), later[0], macs[a])
+	if n := dupCount(t, c.speakers[b], later[0]); n != 1 {
+		t.Errorf("a's claim on %s, assigned after b's return: counted %v, want 1", later[0], n)
+	}
+}

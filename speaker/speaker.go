@@ -135,8 +135,13 @@ type Speaker struct {
 	members  []string
 	isolated bool // link down or not yet merged back: announce nothing
 	changed  time.Time
-	cfg      *config.Config
-	cfgRV    string
+	// back is when this node last came back: the end of an isolation,
+	// or its first membership view with itself in it (a start, a
+	// restart). A drain towards it may be under way then (handover.go,
+	// returnHandover).
+	back  time.Time
+	cfg   *config.Config
+	cfgRV string
 	// yields holds addresses this node keeps silent after losing a split
 	// brain to another speaker, until when (DuplicateAnnouncer).
 	yields map[netip.Addr]time.Time
@@ -176,6 +181,11 @@ type Speaker struct {
 	watched []netip.Addr // last given to the announcer's SetWatched
 	// refreshes is what the announcer's SetRefresh was last given.
 	refreshes map[netip.Addr]time.Duration
+	// backAddrs are the addresses of the first sync after this node came
+	// back at backSeen (Speaker.back): the ones another speaker may have
+	// announced while it was away.
+	backSeen  time.Time
+	backAddrs map[netip.Addr]bool
 	// drainsGiven is what the announcer's SetDraining was last given.
 	drainsGiven map[netip.Addr][]net.HardwareAddr
 
@@ -272,6 +282,9 @@ func (s *Speaker) MembersChanged(members []string) {
 			delete(s.splits, ip)
 		}
 	}
+	if slices.Contains(members, s.opts.NodeName) && !slices.Contains(s.members, s.opts.NodeName) {
+		s.back = time.Now()
+	}
 	s.members = slices.Clone(members)
 	s.changed = time.Now()
 	s.mu.Unlock()
@@ -287,6 +300,9 @@ func (s *Speaker) MembersChanged(members []string) {
 // the link came back, so its belief that everyone else is dead is stale.
 func (s *Speaker) SetIsolated(v bool) {
 	s.mu.Lock()
+	if s.isolated && !v {
+		s.back = time.Now()
+	}
 	s.isolated = v
 	s.changed = time.Now()
 	s.mu.Unlock()
@@ -336,11 +352,20 @@ func (s *Speaker) sync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	s.loadConfig(ctx)
 	s.mu.Lock()
-	members, isolated, changed, cfg := s.members, s.isolated, s.changed, s.cfg
+	members, isolated, changed, cfg, back := s.members, s.isolated, s.changed, s.cfg, s.back
 	s.mu.Unlock()
 
 	addrs, users := s.addresses(cfg)
 	s.users.Store(&users)
+	if !back.Equal(s.backSeen) && !isolated {
+		// The addresses there were when this node came back; one
+		// assigned later was never announced elsewhere meanwhile.
+		s.backSeen = back
+		s.backAddrs = make(map[netip.Addr]bool, len(addrs))
+		for _, a := range addrs {
+			s.backAddrs[a.IP] = true
+		}
+	}
 	nodes := s.electionNodes()
 	owners := s.elector.Elect(addrs, nodes, members)
 	// The owners loop below rewrites owners for its bookkeeping (an
@@ -353,6 +378,7 @@ func (s *Speaker) sync(ctx context.Context) {
 	announce := map[netip.Addr][]string{}
 	held := false
 	var yieldEnds, drainEnds time.Time
+	var byName map[string]election.Node // nodes by name, built when needed
 	now := time.Now()
 	s.mu.Lock()
 	if isolated {
@@ -404,6 +430,17 @@ func (s *Speaker) sync(ctx context.Context) {
 			}
 			mine[a.IP] = interfacesFor(cfg, a.IP)
 			announce[a.IP] = mine[a.IP]
+			if s.backAddrs[a.IP] && now.Sub(back) < s.drainBound() {
+				if byName == nil {
+					byName = make(map[string]election.Node, len(nodes))
+					for _, n := range nodes {
+						byName[n.Name] = n
+					}
+				}
+				s.mu.Lock()
+				s.returnHandover(a, byName, members, now)
+				s.mu.Unlock()
+			}
 		}
 	}
 	for ip := range s.waiting {

@@ -132,6 +132,7 @@ func TestNodeFailure(t *testing.T) {
 
 	probe := startProbe(t, "http", "--url", url(ip, 80), "--interval", "20ms", "--timeout", "100ms")
 	time.Sleep(time.Second)
+	offsets := logOffsets(t)
 	var next string
 	var tCut time.Time
 	ok := t.Run("failover", func(t *testing.T) {
@@ -256,6 +257,7 @@ func TestNodeFailure(t *testing.T) {
 		if mac := neighMAC(t, ip); mac != nodeMAC[final] {
 			t.Errorf("client neighbour entry for %s is %q, want %s's %s", ip, mac, final, nodeMAC[final])
 		}
+		noDuplicateReports(t, ns, offsets, "failover and failback")
 	})
 }
 
@@ -277,6 +279,7 @@ func TestSpeakerSignals(t *testing.T) {
 			probe := startProbe(t, "http", "--url", url(ip, 80), "--interval", "20ms", "--timeout", "100ms")
 			watch := startProbe(t, "arp", "--ip", ip, "--watch", "--interval", "20ms", "--duration", "0")
 			time.Sleep(time.Second)
+			offsets := logOffsets(t)
 			t0 := time.Now()
 			lab(t, "speaker", action, o)
 			tDone := time.Now()
@@ -344,6 +347,7 @@ func TestSpeakerSignals(t *testing.T) {
 				}
 			}
 			curlUntil(t, url(ip, 80), "UP "+final, 5*time.Second)
+			noDuplicateReports(t, ns, offsets, "speaker "+action+" and restart")
 		})
 	}
 }

@@ -339,3 +339,21 @@ func logOffsets(t *testing.T) map[string]int {
 }
 
 func msSince(a time.Time, b time.Time) float64 { return harness.MsSince(a, b) }
+
+// noDuplicateReports fails t if a speaker logged a duplicate announcer
+// since offsets (logOffsets), or ns holds a DuplicateAnnouncer Event: a
+// handover between live speakers (a failback, a restarted owner taking its
+// addresses back from the node that drains them) is neither.
+func noDuplicateReports(t *testing.T, ns string, offsets map[string]int, what string) {
+	t.Helper()
+	for _, n := range nodes {
+		if l := logLines(t, n, offsets[n], "Another MAC announces"); len(l) > 0 {
+			t.Errorf("%s: %s reported a duplicate announcer:\n%s", what, n, strings.Join(l, "\n"))
+		}
+	}
+	evs := kubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=DuplicateAnnouncer",
+		"-o", `jsonpath={range .items[*]}{.reportingInstance}{": "}{.message}{"\n"}{end}`)
+	if evs = strings.TrimSpace(evs); evs != "" {
+		t.Errorf("%s: DuplicateAnnouncer Events:\n%s", what, evs)
+	}
+}
