@@ -100,13 +100,19 @@ func Dial(ifi *net.Interface) (Conns, error) {
 	if err != nil {
 		return fail("opening ARP socket", err)
 	}
-	c.ARP = arpConn
+	if c.ARP, err = rawCalls(arpConn, ifi.Index, etherTypeARP); err != nil {
+		_ = arpConn.Close()
+		return fail("opening ARP socket", err)
+	}
 
 	ndpConn, err := packet.Listen(ifi, packet.Raw, etherTypeIPv6, &packet.Config{Filter: ndpFilter})
 	if err != nil {
 		return fail("opening NDP socket", err)
 	}
-	c.NDP = ndpConn
+	if c.NDP, err = rawCalls(ndpConn, ifi.Index, etherTypeIPv6); err != nil {
+		_ = ndpConn.Close()
+		return fail("opening NDP socket", err)
+	}
 
 	// Bound to "::" so that no address needs to be configured (or out of
 	// DAD) on the interface yet.

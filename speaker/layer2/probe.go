@@ -274,9 +274,39 @@ func (a *Announcer) Check(ctx context.Context, ip netip.Addr, iface string) ([]n
 	return a.ask(ctx, ip, false, []asking{{r, conn, frame}}, 1, 0, a.checkTimeout, nil)
 }
 
+// sourcesFor is how long Check reuses the addresses it read from an
+// interface for the source of its questions. A speaker checks up to 16
+// addresses in a round every 10 s; reading the addresses for each (a
+// netlink dump: half a dozen system calls and a parse) was a third of the
+// cost of a check. A source a few seconds stale is harmless: the reply
+// goes to the MAC, and an address that left the interface only makes the
+// owner answer to a sender that no longer holds it.
+const sourcesFor = 5 * time.Second
+
+// sources is the cached result of Options.InterfaceAddrs for one
+// responder.
+type sources struct {
+	at    time.Time
+	addrs []netip.Addr
+}
+
+// sourcesOf returns r's interface addresses, read at most every sourcesFor.
+func (a *Announcer) sourcesOf(r *responder) ([]netip.Addr, error) {
+	now := time.Now()
+	if c := r.sources.Load(); c != nil && now.Sub(c.at) < sourcesFor {
+		return c.addrs, nil
+	}
+	addrs, err := a.ifaceAddrs(&r.ifi)
+	if err != nil {
+		return nil, err
+	}
+	r.sources.Store(&sources{at: now, addrs: addrs})
+	return addrs, nil
+}
+
 // question builds Check's question for ip on r.
 func (a *Announcer) question(r *responder, ip netip.Addr) ([]byte, net.PacketConn, error) {
-	addrs, err := a.ifaceAddrs(&r.ifi)
+	addrs, err := a.sourcesOf(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("layer2: addresses of %s: %w", r.ifi.Name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -372,4 +373,36 @@ func testProbeIPv6(t *testing.T) {
 	if diff := cmp.Diff(wantGroups, eth0.groups.events()); diff != "" {
 		t.Errorf("groups (-want +got):\n%s", diff)
 	}
+}
+
+// TestCheckSourcesCached: a round of checks reads the interface's
+// addresses once, not once per question, and again once they may be
+// stale.
+func TestCheckSourcesCached(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var reads atomic.Int32
+		a, fn := newCheckAnnouncer(t, Options{CheckTimeout: 50 * time.Millisecond}, "eth0")
+		inner := a.ifaceAddrs
+		a.ifaceAddrs = func(ifi *net.Interface) ([]netip.Addr, error) {
+			reads.Add(1)
+			return inner(ifi)
+		}
+		eth0 := fn.iface("eth0")
+		for i := range 3 {
+			res := runCheck(t.Context(), a, vip4, "eth0")
+			q := sentCount(t, eth0.arp, i+1)
+			if s := summarizeARP(q[i]); s.SenderIP != "198.51.100.11" {
+				t.Fatalf("question %d from %s, want the interface's 198.51.100.11", i, s.SenderIP)
+			}
+			<-res
+		}
+		if n := reads.Load(); n != 1 {
+			t.Errorf("three checks within %v read the addresses %d times, want once", sourcesFor, n)
+		}
+		time.Sleep(sourcesFor)
+		<-runCheck(t.Context(), a, vip4, "eth0")
+		if n := reads.Load(); n != 2 {
+			t.Errorf("a check %v later: %d reads, want 2", sourcesFor, n)
+		}
+	})
 }

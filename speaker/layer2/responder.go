@@ -56,6 +56,8 @@ type responder struct {
 	// delivering would: the failure only the other speakers' self-checks
 	// can see. Set only by a test build's hook (testhooks.go).
 	deaf atomic.Bool
+	// sources caches the interface's addresses for Check (sourcesOf).
+	sources atomic.Pointer[sources]
 
 	// claims carries conflicts from the read loops to defendLoop.
 	claims chan claim

@@ -177,3 +177,68 @@ func BenchmarkTransportReceive(b *testing.B) {
 		<-rx.PacketCh()
 	}
 }
+
+// TestTransportFamilies: the raw sends and reads build and parse IPv4 and
+// IPv6 socket addresses, and a dual-stack socket (bound to ::) reaches an
+// IPv4 member through a mapped address and reports it as IPv4.
+func TestTransportFamilies(t *testing.T) {
+	v4 := newLoopTransport(t)
+	v6, err := listen("::1", 0, logr.Discard())
+	if err != nil {
+		// Containers without IPv6 have no ::1; the IPv4 path is tested
+		// everywhere, and IPv6 in the network lab.
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	t.Cleanup(func() { _ = v6.Shutdown() })
+	dual, err := listen("::", 0, logr.Discard())
+	if err != nil {
+		t.Fatalf("listen on [::]: %v", err)
+	}
+	t.Cleanup(func() { _ = dual.Shutdown() })
+	if !dual.raw.v6 {
+		t.Fatal("a socket bound to :: is not AF_INET6: the mapped-address path is not tested")
+	}
+	v6addr := net.JoinHostPort("::1", strconv.Itoa(v6.port))
+
+	for _, tc := range []struct {
+		name     string
+		from     *transport
+		fromAddr string
+		to       *transport
+		toAddr   string
+	}{
+		{"IPv6", v6, v6addr, dual, net.JoinHostPort("::1", strconv.Itoa(dual.port))},
+		{"dual-stack to IPv4", dual, net.JoinHostPort("127.0.0.1", strconv.Itoa(dual.port)), v4, v4.addr()},
+		{"IPv4 to dual-stack", v4, v4.addr(), dual, net.JoinHostPort("127.0.0.1", strconv.Itoa(dual.port))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := []byte("hello " + tc.name)
+			if _, err := tc.from.WriteTo(msg, tc.toAddr); err != nil {
+				t.Fatalf("WriteTo %s: %v", tc.toAddr, err)
+			}
+			p := recvPacket(t, tc.to)
+			if !bytes.Equal(p.Buf, msg) {
+				t.Errorf("got %q, want %q", p.Buf, msg)
+			}
+			if got := p.From.String(); got != tc.fromAddr {
+				t.Errorf("From = %s, want %s", got, tc.fromAddr)
+			}
+		})
+	}
+}
+
+// TestTransportSendErrors: a datagram no UDP packet can carry fails with
+// the kernel's error instead of hanging or being cut, and the transport
+// still works afterwards.
+func TestTransportSendErrors(t *testing.T) {
+	a, b := newLoopTransport(t), newLoopTransport(t)
+	if _, err := a.WriteTo(make([]byte, maxPacket+1), b.addr()); err == nil {
+		t.Fatal("WriteTo of a datagram over 64 KiB succeeded")
+	}
+	if _, err := a.WriteTo([]byte("still here"), b.addr()); err != nil {
+		t.Fatalf("WriteTo after a failed one: %v", err)
+	}
+	if p := recvPacket(t, b); string(p.Buf) != "still here" {
+		t.Errorf("got %q", p.Buf)
+	}
+}
