@@ -3,6 +3,7 @@ package membership
 import (
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -40,7 +41,10 @@ func (r *rawUDP) readFrom(buf []byte) (int, netip.AddrPort, error) {
 	var sa syscall.RawSockaddrAny
 	n, err := rawsock.Recvfrom(r.rc, buf, &sa)
 	if err != nil {
-		return 0, netip.AddrPort{}, err
+		if errno, ok := err.(syscall.Errno); ok {
+			err = os.NewSyscallError("recvfrom", errno)
+		}
+		return 0, netip.AddrPort{}, &net.OpError{Op: "read", Net: "udp", Err: err}
 	}
 	return n, addrPortOf(&sa), nil
 }
@@ -62,7 +66,18 @@ func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) error {
 		putPort(&sa6.Port, to.Port())
 		sa, salen = unsafe.Pointer(&sa6), syscall.SizeofSockaddrInet6
 	}
-	return rawsock.Sendto(r.rc, b, sa, salen)
+	if err := rawsock.Sendto(r.rc, b, sa, salen); err != nil {
+		// As net.UDPConn reports it: memberlist treats a failed write
+		// to a peer (*net.OpError, Op "write", Net "udp*") as that
+		// peer failing its probe, and a bare errno as nothing at all,
+		// so a node whose sends are refused (EPERM from a firewall)
+		// would never suspect anyone.
+		if errno, ok := err.(syscall.Errno); ok {
+			err = os.NewSyscallError("sendto", errno)
+		}
+		return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: err}
+	}
+	return nil
 }
 
 // putPort stores port in network byte order, as sockaddr_in(6) holds it.

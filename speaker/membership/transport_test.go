@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,8 +233,16 @@ func TestTransportFamilies(t *testing.T) {
 // still works afterwards.
 func TestTransportSendErrors(t *testing.T) {
 	a, b := newLoopTransport(t), newLoopTransport(t)
-	if _, err := a.WriteTo(make([]byte, maxPacket+1), b.addr()); err == nil {
+	_, err := a.WriteTo(make([]byte, maxPacket+1), b.addr())
+	if err == nil {
 		t.Fatal("WriteTo of a datagram over 64 KiB succeeded")
+	}
+	// memberlist takes a failed probe send for a failed peer only when it
+	// is a *net.OpError for a udp write (its failedRemote); anything else
+	// is ignored, and a node whose sends are all refused would never
+	// suspect anyone.
+	if oe, ok := err.(*net.OpError); !ok || oe.Op != "write" || !strings.HasPrefix(oe.Net, "udp") {
+		t.Errorf("WriteTo error %#v, want a *net.OpError for a udp write", err)
 	}
 	if _, err := a.WriteTo([]byte("still here"), b.addr()); err != nil {
 		t.Fatalf("WriteTo after a failed one: %v", err)
