@@ -7,6 +7,10 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ironlb/ironlb/api"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -132,35 +136,68 @@ func (s *Speaker) heardNewOwner(ip netip.Addr, other string, now time.Time) bool
 // returnHandover is the returning owner's side of a handover, for the
 // sync loop with s.mu held: this node came back (Speaker.back) less than
 // a drain bound ago and announces a, and its own records cannot say who
-// had a meanwhile: it has none (it started) or they name itself (it was
-// isolated, and kept its view from before). The speaker the others
-// elected while it was away, the owner among the live candidates but this
-// node, may be draining a towards it; that speaker's claims are part of
-// the handover for as long as the drain can last, not a duplicate
-// announcer. Without this, every failback and every restart of an owner
-// raised a DuplicateAnnouncer Warning and split-brain reminders against a
-// speaker doing exactly what it should.
+// had a meanwhile. The speaker that did may be draining a towards it; its
+// claims are part of the handover for as long as the drain can last, not
+// a duplicate announcer. Without this, every failback and every restart of
+// an owner raised a DuplicateAnnouncer Warning and split-brain reminders
+// against a speaker doing exactly what it should.
+//
+// Who that speaker is depends on how this node came back:
+//   - It was isolated, and its record names itself (it kept its view from
+//     before): the others elected the owner among the live candidates but
+//     this node.
+//   - It started, and has no record: the address may be new, in which
+//     case nobody drains it. Only the Service's ironlb.io/Announced
+//     condition (svcs) says who announced it meanwhile; that node, if it
+//     is a live speaker, is expected.
 //
 // Only that one speaker is expected, only for an address there was when
-// this node came back, and only within a drain bound of the return: a
-// real duplicate by any other speaker, or on an address assigned later,
-// is still reported.
-func (s *Speaker) returnHandover(a election.Address, nodes map[string]election.Node, members []string, now time.Time) {
+// this node came back, and only within a drain bound of the return: a real
+// duplicate by any other speaker, on a new address, or later, is still
+// reported.
+func (s *Speaker) returnHandover(a election.Address, svcs []*corev1.Service, nodes map[string]election.Node, members []string, now time.Time) {
 	if _, was := s.announcing[a.IP]; was {
 		return
 	}
 	if _, ok := s.handovers[a.IP]; ok {
 		return
 	}
-	if prev, had := s.owners[a.IP]; had && prev != s.opts.NodeName {
+	var from string
+	switch prev, had := s.owners[a.IP]; {
+	case had && prev != s.opts.NodeName:
 		// The sync's owner loop knows who had it (a live one drains; a
 		// dead one is a failover).
 		return
+	case had:
+		others := slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == s.opts.NodeName })
+		from = election.Owner(a.IP, election.Candidates(a, nodes, others))
+	default:
+		from = announcedBy(svcs, a.IP)
 	}
-	others := slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == s.opts.NodeName })
-	if prev := election.Owner(a.IP, election.Candidates(a, nodes, others)); prev != "" {
-		s.handovers[a.IP] = handover{from: prev, until: now.Add(s.drainBound() + time.Second)}
+	if from != "" && from != s.opts.NodeName && slices.Contains(members, from) {
+		s.handovers[a.IP] = handover{from: from, until: now.Add(s.drainBound() + time.Second)}
 	}
+}
+
+// announcedBy returns the node that svcs' ironlb.io/Announced condition
+// names as the announcer of ip, "" if none does.
+func announcedBy(svcs []*corev1.Service, ip netip.Addr) string {
+	for _, svc := range svcs {
+		c := currentCondition(svc)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			continue
+		}
+		as, err := api.ParseAnnouncements(c.Message)
+		if err != nil {
+			continue
+		}
+		for _, an := range as {
+			if an.IP == ip {
+				return an.Node
+			}
+		}
+	}
+	return ""
 }
 
 // drainer is what an Announcer offers to end a drain on the packet path:

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ironlb/ironlb/api"
 	"github.com/ironlb/ironlb/speaker/election"
 )
 
@@ -263,10 +266,12 @@ func TestDrainHeardBeforeItStarts(t *testing.T) {
 	}
 }
 
-// TestReturnHandover: an owner that comes back (a start, the end of an
-// isolation) expects claims on its addresses by the speaker the others
-// elected meanwhile, which drains them; by no other speaker, and not when
-// its own records say who had the address.
+// TestReturnHandover: an owner that comes back expects claims on its
+// addresses by the speaker that had them meanwhile, which drains them: after
+// an isolation, the one the others elected; after a start, the one the
+// Service's condition names. By no other speaker, not on an address nobody
+// else announced (a fresh start), and not when its own records say who had
+// the address.
 func TestReturnHandover(t *testing.T) {
 	macs := map[string]string{"02:00:c6:33:64:0b": "n1", "02:00:c6:33:64:0c": "n2", "02:00:c6:33:64:0d": "n3"}
 	macOf := map[string]net.HardwareAddr{}
@@ -289,14 +294,18 @@ func TestReturnHandover(t *testing.T) {
 		owners     map[netip.Addr]string // this node's record before the return
 		announcing bool
 		local      []string // nodes hosting the endpoint of a Local Service on ip; nil: Cluster
+		announced  string   // the node the Service's condition names; "": no condition
 		want       string   // the speaker whose claims are expected
 	}{
-		{name: "restart: no record", want: runnerUp},
+		{name: "start: the condition names the node that announced it", owners: nil, announced: bystander, want: bystander},
+		{name: "start: no condition (a new address: nobody drains it)"},
+		{name: "start: the condition names this node", announced: "n1"},
+		{name: "start: the condition names a dead node", announced: "n9"},
 		{name: "end of an isolation: the record names this node", owners: map[netip.Addr]string{ip: "n1"}, want: runnerUp},
-		{name: "the record names the previous owner (the owner loop handles it)", owners: map[netip.Addr]string{ip: runnerUp}},
-		{name: "already announcing", announcing: true},
-		{name: "Local: only the node with the endpoint could have had it", local: []string{"n1", bystander}, want: bystander},
-		{name: "Local: nobody else could have had it", local: []string{"n1"}},
+		{name: "the record names the previous owner (the owner loop handles it)", owners: map[netip.Addr]string{ip: runnerUp}, announced: runnerUp},
+		{name: "already announcing", owners: map[netip.Addr]string{ip: "n1"}, announcing: true},
+		{name: "Local: only the node with the endpoint could have had it", owners: map[netip.Addr]string{ip: "n1"}, local: []string{"n1", bystander}, want: bystander},
+		{name: "Local: nobody else could have had it", owners: map[netip.Addr]string{ip: "n1"}, local: []string{"n1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, rec := dupSpeaker(t, "n1", macs, lbSvc("a", ip.String()))
@@ -310,7 +319,12 @@ func TestReturnHandover(t *testing.T) {
 			if tc.local != nil {
 				a.Services = []election.Service{{Local: true, EndpointNodes: tc.local}}
 			}
-			s.returnHandover(a, nodes, all, now)
+			svc := lbSvc("a", ip.String())
+			if tc.announced != "" {
+				svc.Status.Conditions = []metav1.Condition{{Type: api.ConditionAnnounced, Status: metav1.ConditionTrue,
+					Reason: api.ReasonAnnounced, Message: api.FormatAnnouncements([]api.Announcement{{IP: ip, Node: tc.announced}})}}
+			}
+			s.returnHandover(a, []*corev1.Service{svc}, nodes, all, now)
 			h, ok := s.handovers[ip]
 			if got := h.from; got != tc.want || ok != (tc.want != "") {
 				t.Fatalf("expected claims by %q (recorded %v), want %q", got, ok, tc.want)

@@ -438,7 +438,7 @@ func (s *Speaker) sync(ctx context.Context) {
 					}
 				}
 				s.mu.Lock()
-				s.returnHandover(a, byName, members, now)
+				s.returnHandover(a, users[a.IP], byName, members, now)
 				s.mu.Unlock()
 			}
 		}
