@@ -418,18 +418,7 @@ func TestHandoverDrainsToNewOwner(t *testing.T) {
 	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
 	class := "speaker.ironlb.io/" + suffix
 	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.109]}\n",
-		func(_ string, o *Options) {
-			o.LocalServingWait = time.Hour // no drain ends on its bound here
-			o.MACOwner = func(m net.HardwareAddr) string {
-				for n, nm := range macs {
-					if nm.String() == m.String() {
-						return n
-					}
-				}
-				return ""
-			}
-			o.MACsOf = func(n string) []net.HardwareAddr { return []net.HardwareAddr{macs[n]} }
-		}, a, b)
+		withMACs(macs), a, b) // no drain ends on its bound here
 	c.members(a) // b's speaker is not up yet
 	ns := env.Namespace(t)
 	var ips []netip.Addr
@@ -527,18 +516,7 @@ func TestFailbackDrainIsExpected(t *testing.T) {
 	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
 	class := "speaker.ironlb.io/" + suffix
 	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.119]}\n",
-		func(_ string, o *Options) {
-			o.LocalServingWait = time.Hour // the return window outlasts the test
-			o.MACOwner = func(m net.HardwareAddr) string {
-				for n, nm := range macs {
-					if nm.String() == m.String() {
-						return n
-					}
-				}
-				return ""
-			}
-			o.MACsOf = func(n string) []net.HardwareAddr { return []net.HardwareAddr{macs[n]} }
-		}, a, b)
+		withMACs(macs), a, b) // the return window outlasts the test
 	ns := env.Namespace(t)
 	var bs, later []netip.Addr // b's addresses now, and one for after b's return
 	for i := range 20 {
@@ -613,5 +591,23 @@ func TestFailbackDrainIsExpected(t *testing.T) {
 	c.speakers[b].DuplicateAnnouncer(context.Background(), later[0], macs[a])
 	if n := dupCount(t, c.speakers[b], later[0]); n != 1 {
 		t.Errorf("a's claim on %s, assigned after b's return: counted %v, want 1", later[0], n)
+	}
+}
+
+// withMACs gives the speakers of a cluster the MACs in macs (one per node)
+// as the membership directory would, and an hour of LocalServingWait, so
+// that no drain or return window ends on its bound during a test.
+func withMACs(macs map[string]net.HardwareAddr) func(string, *Options) {
+	return func(_ string, o *Options) {
+		o.LocalServingWait = time.Hour
+		o.MACOwner = func(m net.HardwareAddr) string {
+			for n, nm := range macs {
+				if nm.String() == m.String() {
+					return n
+				}
+			}
+			return ""
+		}
+		o.MACsOf = func(n string) []net.HardwareAddr { return []net.HardwareAddr{macs[n]} }
 	}
 }
