@@ -698,13 +698,21 @@ type switchEvent struct {
 // switches returns, in order, every change of the node answering or
 // announcing the address in an ARP watch, starting from first (the node
 // known to answer before the watch; empty: the first node seen). A round
-// answered by two MACs counts as a change to each in turn, like the lab
-// tier's failback check.
+// answered by two MACs is read as ARPRound.Seen orders it, like the lab
+// tier's failback check: the node that held the address first.
 func switches(rounds []harness.ARPRound, first string) []switchEvent {
 	var out []switchEvent
 	cur := first
 	for _, r := range rounds {
-		for _, m := range append(append([]string{}, r.MACs...), r.Grat...) {
+		// In the order that tells who held the address when (ARPRound.Seen):
+		// two nodes answering one question is a handover under way (the
+		// old owner drains until it hears the new one), not a move there
+		// and back, as the process lab counts it.
+		prev, ok := nodeMAC[cur]
+		if !ok {
+			prev = cur // a MAC no node has
+		}
+		for _, m := range r.Seen(prev) {
 			n := h.NodeOf(m)
 			if n == "" {
 				n = m
