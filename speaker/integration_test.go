@@ -411,21 +411,14 @@ func TestPoolRefreshInterval(t *testing.T) {
 // the speaker hears it, the next sync withdraws the address, then the
 // drain, in that order.
 func TestHandoverDrainsToNewOwner(t *testing.T) {
-	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
-	a, b := "a-"+suffix, "b-"+suffix
-	node(t, a, true, nil)
-	node(t, b, true, nil)
-	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
-	class := "speaker.ironlb.io/" + suffix
-	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.109]}\n",
-		withMACs(macs), a, b) // no drain ends on its bound here
+	c, a, b, macs := macCluster(t, "198.51.100.100-198.51.100.109")
 	c.members(a) // b's speaker is not up yet
 	ns := env.Namespace(t)
 	var ips []netip.Addr
 	for i := range 10 {
 		ip := fmt.Sprintf("198.51.100.%d", 100+i)
 		ips = append(ips, netip.MustParseAddr(ip))
-		lbService(t, ns, fmt.Sprint("s", i), class, ip, false)
+		lbService(t, ns, fmt.Sprint("s", i), c.class, ip, false)
 	}
 	c.waitOwners("a to announce everything", func(o map[netip.Addr][]string) bool {
 		for _, ip := range ips {
@@ -509,14 +502,7 @@ func TestHandoverDrainsToNewOwner(t *testing.T) {
 // split-brain reminders). The same node's claims on an address assigned
 // after the return still are one.
 func TestFailbackDrainIsExpected(t *testing.T) {
-	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
-	a, b := "a-"+suffix, "b-"+suffix
-	node(t, a, true, nil)
-	node(t, b, true, nil)
-	macs := map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
-	class := "speaker.ironlb.io/" + suffix
-	c := newClusterWith(t, class, "address-pools:\n- {name: p, protocol: layer2, addresses: [198.51.100.100-198.51.100.119]}\n",
-		withMACs(macs), a, b) // the return window outlasts the test
+	c, a, b, macs := macCluster(t, "198.51.100.100-198.51.100.119")
 	ns := env.Namespace(t)
 	var bs, later []netip.Addr // b's addresses now, and one for after b's return
 	for i := range 20 {
@@ -526,7 +512,7 @@ func TestFailbackDrainIsExpected(t *testing.T) {
 		}
 		if len(bs) < 3 {
 			bs = append(bs, ip)
-			lbService(t, ns, fmt.Sprint("s", i), class, ip.String(), false)
+			lbService(t, ns, fmt.Sprint("s", i), c.class, ip.String(), false)
 		} else if len(later) == 0 {
 			later = append(later, ip)
 		}
@@ -584,7 +570,7 @@ func TestFailbackDrainIsExpected(t *testing.T) {
 
 	// An address assigned after the return was never a's: a claim by a
 	// on it is a duplicate announcer.
-	lbService(t, ns, "later", class, later[0].String(), false)
+	lbService(t, ns, "later", c.class, later[0].String(), false)
 	c.waitOwners("b to announce the new address", func(o map[netip.Addr][]string) bool {
 		return slices.Equal(o[later[0]], []string{b})
 	})
@@ -592,6 +578,19 @@ func TestFailbackDrainIsExpected(t *testing.T) {
 	if n := dupCount(t, c.speakers[b], later[0]); n != 1 {
 		t.Errorf("a's claim on %s, assigned after b's return: counted %v, want 1", later[0], n)
 	}
+}
+
+// macCluster starts speakers for two fresh Ready nodes a and b that know
+// each other's MACs (withMACs), with one layer-2 pool of addresses.
+func macCluster(t *testing.T, addresses string) (c *cluster, a, b string, macs map[string]net.HardwareAddr) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	a, b = "a-"+suffix, "b-"+suffix
+	node(t, a, true, nil)
+	node(t, b, true, nil)
+	macs = map[string]net.HardwareAddr{a: {0x02, 0, 0xc6, 0x33, 0x64, 0x0b}, b: {0x02, 0, 0xc6, 0x33, 0x64, 0x0c}}
+	c = newClusterWith(t, "speaker.ironlb.io/"+suffix,
+		"address-pools:\n- {name: p, protocol: layer2, addresses: ["+addresses+"]}\n", withMACs(macs), a, b)
+	return c, a, b, macs
 }
 
 // withMACs gives the speakers of a cluster the MACs in macs (one per node)
