@@ -366,6 +366,9 @@ func (s *Speaker) sync(ctx context.Context) {
 			s.backAddrs[a.IP] = true
 		}
 	}
+	if s.backAddrs != nil && time.Since(back) >= s.drainBound() {
+		s.backAddrs = nil // the return window is over
+	}
 	nodes := s.electionNodes()
 	owners := s.elector.Elect(addrs, nodes, members)
 	// The owners loop below rewrites owners for its bookkeeping (an
